@@ -1,0 +1,216 @@
+"""The patient model: CT, structures with roles, and the protocol (prescription, fractions, score card).
+
+A :class:`Case` is validated once at construction, so every later stage can trust it: the CT is finite
+HU on a valid grid, every structure is a non-empty boolean mask on the CT grid, there is at least one
+target and exactly one body, and the targets lie (almost) inside the body.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import numpy as np
+from scipy import ndimage
+
+from radagent.beams import iec_to_ras_matrix
+from radagent.density import DensityCalibration
+from radagent.errors import InputError
+from radagent.evaluate.scorecard import ScoreCard
+from radagent.geometry import Grid, resample_mask
+
+__all__ = ["Case", "Protocol", "Role", "Structure", "body_from_ct", "structure_on_grid"]
+
+# A target may poke out of the body contour by a few voxels (skin-sparing PTVs are clipped in clinics,
+# phantoms are not); more than this fraction outside means the inputs do not belong together.
+MAX_TARGET_FRACTION_OUTSIDE_BODY = 0.05
+
+
+class Role(StrEnum):
+    """What a structure is for in planning."""
+
+    TARGET = "target"
+    OAR = "oar"
+    BODY = "body"
+
+
+@dataclass(frozen=True, eq=False)
+class Structure:
+    """A named boolean mask on the CT grid with a planning role."""
+
+    name: str
+    role: Role
+    mask: np.ndarray
+
+    def __post_init__(self) -> None:
+        mask = np.asarray(self.mask)
+        if mask.dtype != bool:
+            mask = mask != 0
+        object.__setattr__(self, "role", Role(self.role))
+        object.__setattr__(self, "mask", mask)
+
+    @property
+    def voxel_count(self) -> int:
+        """Number of voxels inside the structure."""
+        return int(np.count_nonzero(self.mask))
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """The prescription for the targets and the score card that judges the plan."""
+
+    prescription_gy: float
+    fractions: int = 1
+    scorecard: ScoreCard | None = None
+
+    def __post_init__(self) -> None:
+        if not np.isfinite(self.prescription_gy) or self.prescription_gy <= 0:
+            raise InputError(f"prescription must be a positive dose in Gy, got {self.prescription_gy}")
+        if int(self.fractions) != self.fractions or self.fractions < 1:
+            raise InputError(f"number of fractions must be a positive integer, got {self.fractions}")
+
+
+def structure_on_grid(
+    name: str, role: Role | str, mask: np.ndarray, mask_grid: Grid, ct_grid: Grid
+) -> Structure:
+    """Resample a mask given on its own grid onto the CT grid, rejecting one that misses the CT."""
+    mask = np.asarray(mask)
+    if mask.shape != mask_grid.shape:
+        raise InputError(
+            f"structure '{name}': mask shape {mask.shape} does not match its geometry {mask_grid.shape}"
+        )
+    if not np.any(mask):
+        raise InputError(f"structure '{name}' is empty")
+    resampled = resample_mask(mask, mask_grid, ct_grid)
+    if not np.any(resampled):
+        raise InputError(f"structure '{name}' does not overlap the CT volume")
+    return Structure(name, Role(role), resampled)
+
+
+def body_from_ct(ct_hu: np.ndarray, threshold_hu: float = -400.0) -> np.ndarray:
+    """External contour from the CT: the largest connected region above ``threshold_hu``, holes filled.
+
+    Used when the input has no body structure (a planner always has one; phantoms may not).
+    """
+    above = np.asarray(ct_hu) > threshold_hu
+    labels, count = ndimage.label(above)
+    if count == 0:
+        raise InputError(f"the CT has no voxel above {threshold_hu:g} HU, so no body can be found")
+    sizes = ndimage.sum_labels(above, labels, index=np.arange(1, count + 1))
+    body = labels == (int(np.argmax(sizes)) + 1)
+    for k in range(body.shape[0]):  # fill holes slice by slice (air in bowel stays inside the body)
+        body[k] = ndimage.binary_fill_holes(body[k])
+    return body
+
+
+@dataclass(eq=False)
+class Case:
+    """A patient (or phantom) ready to plan: CT in HU on ``grid``, structures on the same grid, protocol."""
+
+    name: str
+    ct_hu: np.ndarray
+    grid: Grid
+    structures: tuple[Structure, ...]
+    protocol: Protocol
+    patient_position: str = "HFS"
+    calibration: DensityCalibration = field(default_factory=DensityCalibration)
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        self.ct_hu = np.asarray(self.ct_hu, dtype=np.float32)
+        self.structures = tuple(self.structures)
+        self.patient_position = self.patient_position.upper()
+        try:
+            iec_to_ras_matrix(self.patient_position)
+        except ValueError as error:
+            raise InputError(str(error)) from None
+        self._validate()
+
+    def _validate(self) -> None:
+        if self.ct_hu.shape != self.grid.shape:
+            raise InputError(
+                f"CT array shape {self.ct_hu.shape} does not match its geometry {self.grid.shape}"
+            )
+        if not np.all(np.isfinite(self.ct_hu)):
+            raise InputError(f"CT of case '{self.name}' contains NaN or infinite values")
+        names = [s.name for s in self.structures]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise InputError(f"duplicate structure names: {', '.join(duplicates)}")
+        for structure in self.structures:
+            if structure.mask.shape != self.grid.shape:
+                raise InputError(
+                    f"structure '{structure.name}' has shape {structure.mask.shape}, "
+                    f"the CT has {self.grid.shape}"
+                )
+            if structure.voxel_count == 0:
+                raise InputError(f"structure '{structure.name}' is empty")
+        if not self.targets:
+            raise InputError(f"case '{self.name}' has no target structure")
+        bodies = [s for s in self.structures if s.role is Role.BODY]
+        if len(bodies) != 1:
+            raise InputError(f"case '{self.name}' needs exactly one body structure, has {len(bodies)}")
+        body = bodies[0].mask
+        for target in self.targets:
+            outside = np.count_nonzero(target.mask & ~body) / target.voxel_count
+            if outside > MAX_TARGET_FRACTION_OUTSIDE_BODY:
+                raise InputError(
+                    f"target '{target.name}' lies {outside:.0%} outside the body "
+                    f"'{bodies[0].name}'; the structures do not belong to this CT or body"
+                )
+        card = self.protocol.scorecard
+        if card is not None:
+            missing = [n for n in card.structures() if n not in names]
+            if missing:
+                raise InputError(
+                    f"score card '{card.name}' refers to structures not in the case: "
+                    f"{', '.join(missing)}"
+                )
+
+    @property
+    def targets(self) -> tuple[Structure, ...]:
+        """Target structures (PTVs), in input order."""
+        return tuple(s for s in self.structures if s.role is Role.TARGET)
+
+    @property
+    def oars(self) -> tuple[Structure, ...]:
+        """Organs at risk, in input order (the score card's order for built-in cases)."""
+        return tuple(s for s in self.structures if s.role is Role.OAR)
+
+    @property
+    def body(self) -> Structure:
+        """The external contour."""
+        return next(s for s in self.structures if s.role is Role.BODY)
+
+    @property
+    def prescription_gy(self) -> float:
+        """Prescribed dose to the targets (Gy)."""
+        return float(self.protocol.prescription_gy)
+
+    def structure(self, name: str) -> Structure:
+        """The structure called ``name`` (exact match first, then case-insensitive)."""
+        for structure in self.structures:
+            if structure.name == name:
+                return structure
+        lowered = [s for s in self.structures if s.name.lower() == name.lower()]
+        if len(lowered) == 1:
+            return lowered[0]
+        known = ", ".join(s.name for s in self.structures)
+        raise InputError(f"no structure named '{name}' (known: {known})")
+
+    def target_mask(self) -> np.ndarray:
+        """Union of all target masks."""
+        return np.logical_or.reduce([t.mask for t in self.targets])
+
+    @property
+    def isocenter_ras(self) -> tuple[float, float, float]:
+        """Default isocentre: the centroid of the targets' union, in RAS mm."""
+        k, j, i = np.nonzero(self.target_mask())
+        centroid_ijk = np.array([[i.mean(), j.mean(), k.mean()]])
+        return tuple(float(v) for v in self.grid.ijk_to_ras_points(centroid_ijk)[0])
+
+    def relative_electron_density(self) -> np.ndarray:
+        """RED on the CT grid; outside the body it is set to 0 (air), so couch and noise do not attenuate."""
+        density = self.calibration(self.ct_hu)
+        density[~self.body.mask] = 0.0
+        return density

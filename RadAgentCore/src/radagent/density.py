@@ -17,14 +17,14 @@ __all__ = ["DEFAULT_HU_TO_RED", "DensityCalibration"]
 DEFAULT_HU_TO_RED: tuple[tuple[float, float], ...] = (
     (-1024.0, 0.001),
     (-1000.0, 0.001),
-    (-800.0, 0.19),   # inhale lung
-    (-500.0, 0.49),   # exhale lung
-    (-100.0, 0.93),   # adipose
-    (0.0, 1.00),      # water
-    (60.0, 1.06),     # muscle / soft tissue
-    (240.0, 1.13),    # trabecular bone
+    (-800.0, 0.19),  # inhale lung
+    (-500.0, 0.49),  # exhale lung
+    (-100.0, 0.93),  # adipose
+    (0.0, 1.00),  # water
+    (60.0, 1.06),  # muscle / soft tissue
+    (240.0, 1.13),  # trabecular bone
     (1000.0, 1.53),
-    (1500.0, 1.82),   # cortical bone
+    (1500.0, 1.82),  # cortical bone
     (3071.0, 2.61),
 )
 
@@ -49,6 +49,4 @@ class DensityCalibration:
     def __call__(self, hu: np.ndarray) -> np.ndarray:
         """Relative electron density (float32) for an array of Hounsfield units."""
         table = np.asarray(self.points, dtype=np.float64)
-        return np.interp(np.asarray(hu, dtype=np.float64), table[:, 0], table[:, 1]).astype(
-            np.float32
-        )
+        return np.interp(np.asarray(hu, dtype=np.float64), table[:, 0], table[:, 1]).astype(np.float32)

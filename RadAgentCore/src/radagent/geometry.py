@@ -106,9 +106,7 @@ class Grid:
 
     def same_as(self, other: Grid, tol_mm: float = 1e-4) -> bool:
         """True when both grids have the same shape and (within ``tol_mm``) the same geometry."""
-        return self.shape == other.shape and bool(
-            np.allclose(self.ijk_to_ras, other.ijk_to_ras, atol=tol_mm)
-        )
+        return self.shape == other.shape and bool(np.allclose(self.ijk_to_ras, other.ijk_to_ras, atol=tol_mm))
 
     def ijk_to_ras_points(self, ijk: np.ndarray) -> np.ndarray:
         """Map an (N, 3) array of (i, j, k) indices (may be fractional) to RAS mm."""

@@ -163,8 +163,7 @@ class Case:
             missing = [n for n in card.structures() if n not in names]
             if missing:
                 raise InputError(
-                    f"score card '{card.name}' refers to structures not in the case: "
-                    f"{', '.join(missing)}"
+                    f"score card '{card.name}' refers to structures not in the case: {', '.join(missing)}"
                 )
 
     @property

@@ -1,0 +1,162 @@
+"""The plan report figure: cumulative DVHs and a dose colour-wash on three planes through the isocentre.
+
+Slices are shown in the radiological display convention whatever the CT's direction matrix: axial with
+the patient's right on the image's left and anterior up, coronal and sagittal with superior up.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from radagent.geometry import Grid
+from radagent.patient import Case, Role
+
+__all__ = ["write_report"]
+
+_ROLE_STYLES = {Role.TARGET: "-", Role.OAR: "--", Role.BODY: ":"}
+
+
+def _display_axes(grid: Grid) -> dict[str, int]:
+    """For each RAS axis (x, y, z), which array axis (0 = k, 1 = j, 2 = i) runs mostly along it."""
+    direction = np.abs(grid.direction)  # rows: RAS x, y, z; columns: i, j, k
+    array_axis_of_column = {0: 2, 1: 1, 2: 0}
+    order = np.argsort(-direction, axis=None)
+    taken_rows: set[int] = set()
+    taken_cols: set[int] = set()
+    mapping: dict[str, int] = {}
+    for flat in order:  # greedy assignment of lattice axes to RAS axes by alignment
+        row, col = divmod(int(flat), 3)
+        if row in taken_rows or col in taken_cols:
+            continue
+        taken_rows.add(row)
+        taken_cols.add(col)
+        mapping["xyz"[row]] = array_axis_of_column[col]
+    return mapping
+
+
+def _canonical(volume: np.ndarray, grid: Grid) -> tuple[np.ndarray, np.ndarray]:
+    """Transpose/flip a [k, j, i] volume to [S→I, A→P, R→L] order; also return the spacing (mm) per axis."""
+    axes = _display_axes(grid)
+    order = (axes["z"], axes["y"], axes["x"])
+    result = np.transpose(volume, order)
+    spacing_kji = grid.spacing_mm[::-1]
+    spacing = np.array([spacing_kji[a] for a in order])
+    direction = grid.direction
+    column_of_array_axis = {0: 2, 1: 1, 2: 0}
+    # Superior at index 0 (z decreasing), anterior at index 0 (y decreasing), right at index 0 (x decreasing).
+    for display_axis, (ras_row, array_axis) in enumerate(zip((2, 1, 0), order, strict=True)):
+        if direction[ras_row, column_of_array_axis[array_axis]] > 0:
+            result = np.flip(result, axis=display_axis)
+    return result, spacing
+
+
+def _slice_positions(target: np.ndarray) -> tuple[int, int, int]:
+    """Indices in the canonical volume of the planes through the target's centre of mass."""
+    centre = np.array(np.nonzero(target)).mean(axis=1)
+    return tuple(int(np.rint(c)) for c in centre)
+
+
+def write_report(
+    path: str | os.PathLike,
+    case: Case,
+    dose_ct_gy: np.ndarray,
+    dvh_curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    summary_lines: Sequence[str] = (),
+) -> Path:
+    """Render the DVH and dose colour-wash figure to a PNG (written to a temporary name, then renamed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    prescription = case.prescription_gy
+    ct, spacing = _canonical(case.ct_hu, case.grid)
+    dose, _ = _canonical(np.asarray(dose_ct_gy, dtype=np.float32), case.grid)
+    target, _ = _canonical(case.target_mask(), case.grid)
+    contours = {s.name: _canonical(s.mask, case.grid)[0] for s in case.structures}
+    s_index, a_index, r_index = _slice_positions(target)
+
+    figure = plt.figure(figsize=(15, 9), constrained_layout=True)
+    grid_spec = figure.add_gridspec(2, 3, height_ratios=[1.0, 1.0])
+    dvh_axes = figure.add_subplot(grid_spec[0, :2])
+    colors = plt.get_cmap("tab10")
+    structure_colors = {s.name: colors(n % 10) for n, s in enumerate(case.structures)}
+    for structure in case.structures:
+        if structure.name not in dvh_curves:
+            continue
+        dose_axis, volume_fraction = dvh_curves[structure.name]
+        dvh_axes.plot(
+            dose_axis,
+            100.0 * np.asarray(volume_fraction),
+            _ROLE_STYLES[structure.role],
+            color=structure_colors[structure.name],
+            label=f"{structure.name} ({structure.role.value})",
+        )
+    dvh_axes.axvline(prescription, color="grey", lw=0.8)
+    dvh_axes.set_xlabel("dose (Gy)")
+    dvh_axes.set_ylabel("volume (%)")
+    dvh_axes.set_ylim(0, 102)
+    dvh_axes.set_xlim(0, max(1.2 * prescription, float(np.max(dose_ct_gy)) * 1.02))
+    dvh_axes.grid(alpha=0.3)
+    dvh_axes.legend(loc="upper right", fontsize=8)
+    dvh_axes.set_title(f"{case.name}: cumulative DVH (prescription {prescription:g} Gy)")
+
+    text_axes = figure.add_subplot(grid_spec[0, 2])
+    text_axes.axis("off")
+    text_axes.text(0.0, 1.0, "\n".join(summary_lines), va="top", family="monospace", fontsize=8)
+
+    planes = [
+        ("axial", ct[s_index], dose[s_index], {n: m[s_index] for n, m in contours.items()}, spacing[[1, 2]]),
+        (
+            "coronal",
+            ct[:, a_index],
+            dose[:, a_index],
+            {n: m[:, a_index] for n, m in contours.items()},
+            spacing[[0, 2]],
+        ),
+        (
+            "sagittal",
+            ct[:, :, r_index],
+            dose[:, :, r_index],
+            {n: m[:, :, r_index] for n, m in contours.items()},
+            spacing[[0, 1]],
+        ),
+    ]
+    dose_max = max(float(np.max(dose_ct_gy)), 1e-6)
+    for column, (title, ct_slice, dose_slice, contour_slices, (row_mm, col_mm)) in enumerate(planes):
+        axes = figure.add_subplot(grid_spec[1, column])
+        extent = (0, ct_slice.shape[1] * col_mm, ct_slice.shape[0] * row_mm, 0)
+        axes.imshow(ct_slice, cmap="gray", vmin=-300, vmax=400, extent=extent, interpolation="nearest")
+        wash = np.ma.masked_less(dose_slice, 0.1 * prescription)
+        image = axes.imshow(wash, cmap="jet", alpha=0.45, vmin=0, vmax=dose_max, extent=extent)
+        for name, mask in contour_slices.items():
+            if mask.any():
+                axes.contour(
+                    mask.astype(float),
+                    levels=[0.5],
+                    colors=[structure_colors[name]],
+                    linewidths=0.9,
+                    extent=(0, mask.shape[1] * col_mm, 0, mask.shape[0] * row_mm),
+                    origin="upper",
+                )
+        axes.set_title(f"{title} through the target centre")
+        axes.set_axis_off()
+        figure.colorbar(image, ax=axes, shrink=0.7, label="dose (Gy)")
+
+    path = Path(path)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
+    os.close(handle)
+    try:
+        figure.savefig(temporary, dpi=90)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    finally:
+        plt.close(figure)
+    return path

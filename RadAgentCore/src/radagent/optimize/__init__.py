@@ -1,0 +1,41 @@
+"""Fluence optimization (METHOD §3): dose objectives, treatment planning parameters and the solver."""
+
+from radagent.optimize.influence import StructureInfluence
+from radagent.optimize.objectives import (
+    Geud,
+    HottestOverdose,
+    MaxDose,
+    MaxDvh,
+    MeanDose,
+    MinDose,
+    MinDvh,
+    Objective,
+    SquaredOverdose,
+    SquaredUnderdose,
+    TppDoseVolume,
+)
+from radagent.optimize.solver import OptimizationResult, OptimizerSettings, optimize_fluence, uniform_fluence
+from radagent.optimize.tpp import COVERAGE_WEIGHT, TPPs, tpp_oar_names, tpp_objectives
+
+__all__ = [
+    "COVERAGE_WEIGHT",
+    "Geud",
+    "HottestOverdose",
+    "MaxDose",
+    "MaxDvh",
+    "MeanDose",
+    "MinDose",
+    "MinDvh",
+    "Objective",
+    "OptimizationResult",
+    "OptimizerSettings",
+    "SquaredOverdose",
+    "SquaredUnderdose",
+    "StructureInfluence",
+    "TPPs",
+    "TppDoseVolume",
+    "optimize_fluence",
+    "tpp_oar_names",
+    "tpp_objectives",
+    "uniform_fluence",
+]

@@ -1,0 +1,147 @@
+"""Dose–volume histograms and dose–volume metrics (METHOD §4): the one place they are defined.
+
+For a structure of N voxels of volume v cm³ each:
+
+* the **hottest fraction f** is its ``ceil(f·N)`` hottest voxels (at least one): the fewest whole voxels
+  that hold at least that fraction of the volume;
+* **Dx** is the minimum dose of the hottest x % — the dose that at least x % of the volume receives.
+  For 100 voxels with doses 1, 2, …, 100 Gy: D95 = 6 Gy, D50 = 51 Gy, D2 = 99 Gy, D100 = 1 Gy;
+* **D(v cm³)** (e.g. D0.03cc) is the minimum dose of the hottest ``ceil(v_cc / v)`` voxels; a
+  structure smaller than that volume reports its maximum dose;
+* **Vx** is the fraction of the voxels whose dose is ≥ x; the cumulative DVH is V sampled on a dose axis.
+
+Reported metrics use the dose on the CT grid (:func:`dose_on_ct_grid`); the optimizer uses the same
+definitions on its own dose grid.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from radagent.geometry import Grid, resample
+
+__all__ = ["StructureDoses", "dose_on_ct_grid", "hottest_minimum_gy", "hottest_voxel_count"]
+
+# Rounding applied to f·N before the ceiling, so that 0.95 × 100 is 95 voxels and not 96.
+_COUNT_DECIMALS = 6
+
+
+def hottest_voxel_count(volume_fraction: float, voxel_count: int) -> int:
+    """Number of voxels in the hottest ``volume_fraction`` of ``voxel_count`` voxels (1…voxel_count)."""
+    count = math.ceil(round(volume_fraction * voxel_count, _COUNT_DECIMALS))
+    return min(max(count, 1), voxel_count)
+
+
+def hottest_minimum_gy(dose_gy: np.ndarray, volume_fraction: float) -> float:
+    """D(V) of a 1-D dose array: the minimum dose of its hottest ``volume_fraction`` (one partial sort)."""
+    position = dose_gy.size - hottest_voxel_count(volume_fraction, dose_gy.size)
+    return float(np.partition(dose_gy, position)[position])
+
+
+def dose_on_ct_grid(dose_gy: np.ndarray, dose_grid: Grid, ct_grid: Grid) -> np.ndarray:
+    """Trilinear resampling of a dose (flat ``[k, j, i]`` or volume, Gy) from its grid onto the CT grid.
+
+    CT voxels outside the dose grid get 0 Gy. Every reported metric and score is computed on this.
+    """
+    volume = np.asarray(dose_gy, dtype=np.float32).reshape(dose_grid.shape)
+    return resample(volume, dose_grid, ct_grid, order=1, fill_value=0.0)
+
+
+@dataclass(frozen=True, eq=False)
+class StructureDoses:
+    """The doses (Gy) of one structure's voxels and the voxel volume, with the DVH metrics defined above."""
+
+    name: str
+    doses_gy: np.ndarray
+    voxel_volume_cc: float
+
+    def __post_init__(self) -> None:
+        doses = np.ravel(np.asarray(self.doses_gy))
+        if doses.size == 0:
+            raise ValueError(f"structure '{self.name}' has no voxels")
+        object.__setattr__(self, "doses_gy", doses)
+
+    @classmethod
+    def from_mask(
+        cls, name: str, dose_gy: np.ndarray, mask: np.ndarray, voxel_volume_cc: float
+    ) -> StructureDoses:
+        """The doses inside ``mask`` (same shape as ``dose_gy``)."""
+        return cls(name, np.asarray(dose_gy)[np.asarray(mask, dtype=bool)], voxel_volume_cc)
+
+    @property
+    def voxel_count(self) -> int:
+        """Number of voxels."""
+        return int(self.doses_gy.size)
+
+    @property
+    def volume_cc(self) -> float:
+        """Structure volume in cm³."""
+        return self.voxel_count * self.voxel_volume_cc
+
+    @property
+    def mean_gy(self) -> float:
+        """Mean voxel dose."""
+        return float(np.mean(self.doses_gy, dtype=np.float64))
+
+    @property
+    def max_gy(self) -> float:
+        """Hottest voxel's dose."""
+        return float(np.max(self.doses_gy))
+
+    @property
+    def min_gy(self) -> float:
+        """Coldest voxel's dose."""
+        return float(np.min(self.doses_gy))
+
+    def hottest_doses_gy(self, voxel_counts: Sequence[int]) -> np.ndarray:
+        """For each n, the minimum dose of the n hottest voxels (one partial sort for all of them)."""
+        counts = np.clip(np.asarray(voxel_counts, dtype=np.int64), 1, self.voxel_count)
+        positions = self.voxel_count - counts
+        partitioned = np.partition(self.doses_gy, np.unique(positions))
+        return partitioned[positions].astype(np.float64)
+
+    def doses_at_percent_gy(self, percents: Sequence[float]) -> np.ndarray:
+        """Dx for each x in ``percents`` (x in % of the volume)."""
+        counts = [hottest_voxel_count(p / 100.0, self.voxel_count) for p in percents]
+        return self.hottest_doses_gy(counts)
+
+    def dose_at_percent_gy(self, percent: float) -> float:
+        """Dx: the minimum dose of the hottest ``percent`` % of the volume."""
+        return float(self.doses_at_percent_gy([percent])[0])
+
+    def hottest_count_for_cc(self, volume_cc: float) -> int:
+        """Voxels in the hottest ``volume_cc`` cm³ (may exceed the voxel count for a small structure)."""
+        return max(1, math.ceil(round(volume_cc / self.voxel_volume_cc, _COUNT_DECIMALS)))
+
+    def dose_at_cc_gy(self, volume_cc: float) -> float:
+        """D(v cm³): minimum dose of the hottest ``volume_cc``; the maximum when the structure is smaller."""
+        count = self.hottest_count_for_cc(volume_cc)
+        if count > self.voxel_count:
+            return self.max_gy
+        return float(self.hottest_doses_gy([count])[0])
+
+    def volume_fraction_at_gy(self, dose_gy: float) -> float:
+        """Vx: the fraction of the volume receiving at least ``dose_gy``."""
+        return np.count_nonzero(self.doses_gy >= dose_gy) / self.voxel_count
+
+    def volume_cc_at_gy(self, dose_gy: float) -> float:
+        """The volume (cm³) receiving at least ``dose_gy``."""
+        return np.count_nonzero(self.doses_gy >= dose_gy) * self.voxel_volume_cc
+
+    def cumulative_dvh(self, dose_axis_gy: np.ndarray) -> np.ndarray:
+        """Volume fraction receiving ≥ each dose of an equally spaced increasing axis (one histogram)."""
+        axis = np.asarray(dose_axis_gy, dtype=np.float64)
+        if axis.ndim != 1 or axis.size < 2:
+            raise ValueError("a DVH dose axis needs at least two dose levels")
+        step = (axis[-1] - axis[0]) / (axis.size - 1)
+        if step <= 0 or not np.allclose(np.diff(axis), step, rtol=1e-6, atol=1e-9):
+            raise ValueError("a DVH dose axis must be equally spaced and increasing")
+        top = axis[-1] + step
+        counts, _ = np.histogram(self.doses_gy, bins=axis.size, range=(axis[0], top))
+        above = np.count_nonzero(self.doses_gy > top)
+        at_least = np.cumsum(counts[::-1])[::-1] + above
+        return at_least / self.voxel_count

@@ -1,0 +1,263 @@
+"""Dose objectives for fluence optimization (METHOD §3): penalties on one structure's voxel doses.
+
+Every objective maps the doses d (Gy) of its structure's voxels on the dose grid to a value in Gy² and
+its gradient ∂f/∂d; the solver chains it to the beamlet weights as Aᵀ·∂f/∂d.
+
+The TPP term's normalization 1/|Ω⁺| jumps with the dose, so the solver *freezes* it once per outer
+iteration (:meth:`Objective.frozen`). Our choice, against freezing the Ω⁺ sets themselves as the sources
+do: with Ω⁺ re-selected at every evaluation, each inner problem is convex (a sum of the largest squared
+overdoses) and tangent to f at the outer iterate, whereas fixed sets let the voxels outside them rise
+unpenalized and make the outer iterations oscillate. The DVH objectives re-select their sets at every
+evaluation, as in matRad.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+from radagent.evaluate.dvh import hottest_minimum_gy, hottest_voxel_count
+from radagent.optimize.vectors import dot
+
+__all__ = [
+    "Geud",
+    "HottestOverdose",
+    "MaxDose",
+    "MaxDvh",
+    "MeanDose",
+    "MinDose",
+    "MinDvh",
+    "Objective",
+    "SquaredOverdose",
+    "SquaredUnderdose",
+    "TppDoseVolume",
+]
+
+_GEUD_FLOOR_GY = 1e-3  # doses are clamped to this in gEUD so that negative exponents stay finite
+
+
+class Objective(ABC):
+    """A penalty on the doses (Gy) of the voxels of structure ``structure``, with its dose gradient."""
+
+    structure: str
+
+    @abstractmethod
+    def value_and_gradient(self, dose_gy: np.ndarray) -> tuple[float, np.ndarray]:
+        """Value (Gy²) and gradient with respect to each voxel dose of the structure."""
+
+    def frozen(self, dose_gy: np.ndarray) -> Objective:
+        """The objective for one outer iteration, its jumping parts fixed at ``dose_gy`` (usually itself)."""
+        return self
+
+
+@dataclass(frozen=True)
+class SquaredUnderdose(Objective):
+    """weight · mean over voxels of max(0, reference − d)²: a lower dose limit for targets."""
+
+    structure: str
+    reference_gy: float
+    weight: float = 1.0
+
+    def value_and_gradient(self, dose_gy: np.ndarray) -> tuple[float, np.ndarray]:
+        deficit = np.maximum(self.reference_gy - dose_gy, 0.0)
+        scale = self.weight / dose_gy.size
+        return scale * dot(deficit, deficit), -2.0 * scale * deficit
+
+
+@dataclass(frozen=True)
+class SquaredOverdose(Objective):
+    """weight · mean over voxels of max(0, d − reference)²: an upper dose limit on every voxel."""
+
+    structure: str
+    reference_gy: float
+    weight: float = 1.0
+
+    def value_and_gradient(self, dose_gy: np.ndarray) -> tuple[float, np.ndarray]:
+        excess = np.maximum(dose_gy - self.reference_gy, 0.0)
+        scale = self.weight / dose_gy.size
+        return scale * dot(excess, excess), 2.0 * scale * excess
+
+
+@dataclass(frozen=True)
+class MeanDose(Objective):
+    """weight · max(0, mean(d) − reference)²: an upper limit on the structure's mean dose."""
+
+    structure: str
+    reference_gy: float
+    weight: float = 1.0
+
+    def value_and_gradient(self, dose_gy: np.ndarray) -> tuple[float, np.ndarray]:
+        excess = max(float(np.mean(dose_gy)) - self.reference_gy, 0.0)
+        gradient = np.full(dose_gy.size, 2.0 * self.weight * excess / dose_gy.size)
+        return self.weight * excess * excess, gradient
+
+
+def _soft_extreme(dose_gy: np.ndarray, softness_gy: float, sign: float) -> tuple[float, np.ndarray]:
+    """Log-sum-exp soft maximum (sign +1) or minimum (sign −1) and its gradient (softmax weights)."""
+    scaled = sign * dose_gy / softness_gy
+    peak = float(np.max(scaled))
+    exponentials = np.exp(scaled - peak)
+    total = float(np.sum(exponentials))
+    return sign * softness_gy * (peak + np.log(total)), exponentials / total
+
+
+@dataclass(frozen=True)
+class MaxDose(Objective):
+    """weight · max(0, maxₛ(d) − reference)², maxₛ the log-sum-exp soft maximum.
+
+    maxₛ = s·ln Σ exp(dᵢ/s) is smooth and lies between max(d) and max(d) + s·ln N, so the limit is
+    slightly conservative; ``softness_gy`` (s) trades smoothness for exactness.
+    """
+
+    structure: str
+    reference_gy: float
+    weight: float = 1.0
+    softness_gy: float = 0.5
+
+    def value_and_gradient(self, dose_gy: np.ndarray) -> tuple[float, np.ndarray]:
+        soft_max, weights = _soft_extreme(dose_gy, self.softness_gy, 1.0)
+        excess = max(soft_max - self.reference_gy, 0.0)
+        return self.weight * excess * excess, 2.0 * self.weight * excess * weights
+
+
+@dataclass(frozen=True)
+class MinDose(Objective):
+    """weight · max(0, reference − minₛ(d))², minₛ the log-sum-exp soft minimum (≤ min(d))."""
+
+    structure: str
+    reference_gy: float
+    weight: float = 1.0
+    softness_gy: float = 0.5
+
+    def value_and_gradient(self, dose_gy: np.ndarray) -> tuple[float, np.ndarray]:
+        soft_min, weights = _soft_extreme(dose_gy, self.softness_gy, -1.0)
+        deficit = max(self.reference_gy - soft_min, 0.0)
+        return self.weight * deficit * deficit, -2.0 * self.weight * deficit * weights
+
+
+@dataclass(frozen=True)
+class Geud(Objective):
+    """weight · (gEUD − reference)² on the wrong side: above it for a ≥ 1 (OARs), below for a < 1 (targets).
+
+    gEUD = (mean dᵢᵃ)^(1/a) (Niemierko); doses are floored at 1 mGy so negative a stays finite.
+    """
+
+    structure: str
+    reference_gy: float
+    a: float
+    weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.a == 0:
+            raise ValueError(f"gEUD objective on '{self.structure}' needs a non-zero exponent a")
+
+    def value_and_gradient(self, dose_gy: np.ndarray) -> tuple[float, np.ndarray]:
+        dose = np.maximum(dose_gy, _GEUD_FLOOR_GY)
+        powered = dose**self.a
+        mean_power = float(np.mean(powered))
+        geud = mean_power ** (1.0 / self.a)
+        gap = geud - self.reference_gy if self.a >= 1 else self.reference_gy - geud
+        if gap <= 0:
+            return 0.0, np.zeros(dose_gy.size)
+        d_geud = geud / (dose_gy.size * mean_power) * powered / dose
+        d_geud[dose_gy < _GEUD_FLOOR_GY] = 0.0
+        sign = 1.0 if self.a >= 1 else -1.0
+        return self.weight * gap * gap, 2.0 * self.weight * gap * sign * d_geud
+
+
+@dataclass(frozen=True)
+class MinDvh(Objective):
+    """At least ``volume_fraction`` of the structure should get ≥ reference (matRad / Bortfeld form).
+
+    weight · (1/N)·Σ (reference − dᵢ)² over the voxels of the hottest ``volume_fraction`` that are below
+    the reference, the set re-chosen at every evaluation.
+    """
+
+    structure: str
+    reference_gy: float
+    volume_fraction: float
+    weight: float = 1.0
+
+    def value_and_gradient(self, dose_gy: np.ndarray) -> tuple[float, np.ndarray]:
+        d_v = hottest_minimum_gy(dose_gy, self.volume_fraction)
+        deficit = np.where(dose_gy >= d_v, np.maximum(self.reference_gy - dose_gy, 0.0), 0.0)
+        scale = self.weight / dose_gy.size
+        return scale * dot(deficit, deficit), -2.0 * scale * deficit
+
+
+@dataclass(frozen=True)
+class MaxDvh(Objective):
+    """At most ``volume_fraction`` of the structure should get > reference (matRad / Bortfeld form).
+
+    weight · (1/N)·Σ (dᵢ − reference)² over the voxels above the reference outside the hottest
+    ``volume_fraction`` (those that must come down for the limit to hold), re-chosen at every evaluation.
+    """
+
+    structure: str
+    reference_gy: float
+    volume_fraction: float
+    weight: float = 1.0
+
+    def value_and_gradient(self, dose_gy: np.ndarray) -> tuple[float, np.ndarray]:
+        d_v = hottest_minimum_gy(dose_gy, self.volume_fraction)
+        excess = np.where(dose_gy < d_v, np.maximum(dose_gy - self.reference_gy, 0.0), 0.0)
+        scale = self.weight / dose_gy.size
+        return scale * dot(excess, excess), 2.0 * scale * excess
+
+
+def _omega_plus(dose_gy: np.ndarray, threshold_gy: float, volume_fraction: float) -> np.ndarray:
+    """Ω⁺ as a boolean mask: the hottest ``volume_fraction`` (ties included) above ``threshold_gy``."""
+    if volume_fraction <= 0:
+        return np.zeros(dose_gy.size, dtype=bool)
+    return (dose_gy >= hottest_minimum_gy(dose_gy, volume_fraction)) & (dose_gy > threshold_gy)
+
+
+@dataclass(frozen=True)
+class HottestOverdose(Objective):
+    """scale · Σ over Ω⁺ of (dᵢ − threshold)², Ω⁺ re-chosen at every evaluation (see TppDoseVolume).
+
+    The sum of the largest squared overdoses is convex in the beamlet weights, so with ``scale`` fixed
+    this is the convex inner problem of one outer iteration.
+    """
+
+    structure: str
+    threshold_gy: float
+    volume_fraction: float
+    scale: float
+
+    def value_and_gradient(self, dose_gy: np.ndarray) -> tuple[float, np.ndarray]:
+        omega = _omega_plus(dose_gy, self.threshold_gy, self.volume_fraction)
+        excess = np.where(omega, dose_gy - self.threshold_gy, 0.0)
+        return self.scale * dot(excess, excess), 2.0 * self.scale * excess
+
+
+@dataclass(frozen=True)
+class TppDoseVolume(Objective):
+    """The TPP dose–volume term of METHOD §3: weight · (1/|Ω⁺|) · Σ_{Ω⁺} (dᵢ − threshold)².
+
+    Ω⁺ = {i : dᵢ ≥ D(V) and dᵢ > threshold}, D(V) the minimum dose of the hottest V = ``volume_fraction``;
+    ``weight`` is λₛ/λ_PTV. An empty Ω⁺ (or V = 0) contributes 0. Frozen, the normalization 1/|Ω⁺| is
+    held at the outer iterate's value while Ω⁺ itself follows the dose (our choice, see the module notes).
+    """
+
+    structure: str
+    threshold_gy: float
+    volume_fraction: float
+    weight: float = 1.0
+
+    def frozen(self, dose_gy: np.ndarray) -> HottestOverdose:
+        count = int(np.count_nonzero(_omega_plus(dose_gy, self.threshold_gy, self.volume_fraction)))
+        if count == 0:  # nothing above the threshold yet: normalize by the whole hottest volume
+            count = hottest_voxel_count(self.volume_fraction, dose_gy.size) if self.volume_fraction > 0 else 1
+        return HottestOverdose(self.structure, self.threshold_gy, self.volume_fraction, self.weight / count)
+
+    def value_and_gradient(self, dose_gy: np.ndarray) -> tuple[float, np.ndarray]:
+        omega = _omega_plus(dose_gy, self.threshold_gy, self.volume_fraction)
+        count = int(np.count_nonzero(omega))
+        if count == 0:
+            return 0.0, np.zeros(dose_gy.size)
+        excess = np.where(omega, dose_gy - self.threshold_gy, 0.0)
+        scale = self.weight / count
+        return scale * dot(excess, excess), 2.0 * scale * excess

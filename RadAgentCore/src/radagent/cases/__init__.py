@@ -79,7 +79,7 @@ _SPECS = MappingProxyType(
             "The prostate phantom with small-bowel loops scored as a fourth organ at risk",
             79.2,
             44,
-            "prostate_4oar",
+            "prostate-4oar",
             (*_PELVIS, ("Bowel", Role.OAR)),
             lambda variant: build_pelvis(variant, with_bowel=True),
         ),

@@ -223,7 +223,7 @@ PROSTATE = ScoreCard(
 )
 
 PROSTATE_4OAR = ScoreCard(
-    name="prostate_4oar",
+    name="prostate-4oar",
     criteria=(
         *PROSTATE.criteria,
         Criterion("FemoralHead_L", "V", 0.10, 0.15, dose_level=50.0 / _PROSTATE_P_GY),
@@ -281,7 +281,7 @@ _CARDS = {card.name: card for card in (PROSTATE, PROSTATE_4OAR, LIVER, CSHAPE, W
 
 
 def card_by_name(name: str) -> ScoreCard:
-    """A built-in score card by name (case-insensitive): prostate, prostate_4oar, liver, cshape, water."""
+    """A built-in score card by name (case-insensitive): prostate, prostate-4oar, liver, cshape, water."""
     card = _CARDS.get(name.strip().lower())
     if card is None:
         raise InputError(f"unknown score card '{name}' (known: {', '.join(_CARDS)})")

@@ -136,13 +136,15 @@ def write_report(
         image = axes.imshow(wash, cmap="jet", alpha=0.45, vmin=0, vmax=dose_max, extent=extent)
         for name, mask in contour_slices.items():
             if mask.any():
+                rows_mm = (np.arange(mask.shape[0]) + 0.5) * row_mm  # same frame as the imshow extent
+                cols_mm = (np.arange(mask.shape[1]) + 0.5) * col_mm
                 axes.contour(
+                    cols_mm,
+                    rows_mm,
                     mask.astype(float),
                     levels=[0.5],
                     colors=[structure_colors[name]],
                     linewidths=0.9,
-                    extent=(0, mask.shape[1] * col_mm, 0, mask.shape[0] * row_mm),
-                    origin="upper",
                 )
         axes.set_title(f"{title} through the target centre")
         axes.set_axis_off()

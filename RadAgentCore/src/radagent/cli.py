@@ -1,0 +1,407 @@
+"""The ``radagent`` command line: list built-in cases, plan a case, evaluate a dose.
+
+Every bad input ends in one line on stderr and exit status 2; outputs are staged in a temporary folder
+and moved into ``--out`` only when all of them are written, so a failed run leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from radagent import __version__
+from radagent.errors import InputError
+from radagent.progress import Cancelled
+
+__all__ = ["main"]
+
+EXIT_INPUT_ERROR = 2
+EXIT_CANCELLED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors as one line (no usage dump) with exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_INPUT_ERROR, f"radagent: error: {message}\n")
+
+
+def _label(text: str) -> tuple[str, int]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"--label expects NAME=VALUE, got {text!r}")
+    try:
+        return name.strip(), int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"label value of {name!r} must be an integer, got {value!r}"
+        ) from None
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not np.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def _add_case_inputs(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("patient input (one of --case, --ct/--structures, --matrad)")
+    group.add_argument("--case", help="a built-in case (see `radagent cases`)")
+    group.add_argument(
+        "--variant", type=_non_negative_int, default=0, help="anatomy variant of a built-in case"
+    )
+    group.add_argument("--ct", type=Path, help="CT volume in Hounsfield units (.nrrd / .nhdr)")
+    group.add_argument("--structures", type=Path, help="Slicer segmentation (.seg.nrrd) or a labelmap NRRD")
+    group.add_argument(
+        "--label",
+        type=_label,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="labelmap value of a structure",
+    )
+    group.add_argument("--matrad", type=Path, help="a matRad/CORT phantom (.mat with ct and cst)")
+    roles = parser.add_argument_group("structure roles and protocol (built-in cases know theirs)")
+    roles.add_argument("--target", action="append", default=[], help="target structure name (repeatable)")
+    roles.add_argument("--oar", action="append", default=[], help="organ-at-risk name (repeatable)")
+    roles.add_argument(
+        "--body", help="body/external structure (default: named like body, or the enclosing one)"
+    )
+    roles.add_argument(
+        "--prescription", type=_positive_float, metavar="GY", help="prescribed target dose (Gy)"
+    )
+    roles.add_argument("--fractions", type=_positive_int, help="number of fractions")
+    roles.add_argument(
+        "--scorecard", help="score card to use (prostate, prostate-4oar, liver, cshape, water)"
+    )
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="radagent", description="Photon IMRT planning for AI agents.")
+    parser.add_argument("--version", action="version", version=f"radagent {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    commands.add_parser("cases", help="list the built-in cases and their protocols")
+
+    plan = commands.add_parser("plan", help="plan a case and write dose, DVH, metrics and a report")
+    _add_case_inputs(plan)
+    beams = plan.add_argument_group("beams and dose calculation")
+    angles = beams.add_mutually_exclusive_group()
+    angles.add_argument("--angles", help="gantry angles in degrees (IEC 61217), e.g. 0,51.4,102.9")
+    angles.add_argument("--beams", type=_positive_int, help="number of equispaced beams (default 7)")
+    beams.add_argument("--bixel-mm", type=_positive_float, default=5.0, help="beamlet width at the isocentre")
+    beams.add_argument("--dose-grid-mm", type=_positive_float, default=3.0, help="dose grid spacing")
+    beams.add_argument("--fluence", choices=("optimized", "uniform"), default="optimized")
+    beams.add_argument("--seed", type=_non_negative_int, default=0, help="seed for anything random")
+    plan.add_argument("--out", type=Path, required=True, help="output folder")
+    plan.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    evaluate = commands.add_parser("evaluate", help="evaluate a dose volume against the structures")
+    _add_case_inputs(evaluate)
+    evaluate.add_argument("--dose", type=Path, required=True, help="dose volume in Gy (.nrrd)")
+    evaluate.add_argument(
+        "--out", type=Path, required=True, help="output folder for metrics.json and dvh.csv"
+    )
+    evaluate.add_argument("--quiet", action="store_true", help="no progress output")
+    return parser
+
+
+def _scorecard(name: str | None):
+    if name is None:
+        return None
+    from radagent.evaluate.scorecard import card_by_name
+
+    return card_by_name(name)
+
+
+def _with_protocol(case, args: argparse.Namespace):
+    """The case with the command line's prescription, fractions and score card, where given."""
+    import dataclasses
+
+    changes = {}
+    if args.prescription is not None:
+        changes["prescription_gy"] = args.prescription
+    if args.fractions is not None:
+        changes["fractions"] = args.fractions
+    if args.scorecard is not None:
+        changes["scorecard"] = _scorecard(args.scorecard)
+    if not changes:
+        return case
+    return dataclasses.replace(case, protocol=dataclasses.replace(case.protocol, **changes))
+
+
+def _load_case(args: argparse.Namespace):
+    """The Case named by the command line's patient inputs, validated."""
+    sources = [
+        args.case is not None,
+        args.ct is not None or args.structures is not None,
+        args.matrad is not None,
+    ]
+    if sum(sources) != 1:
+        raise InputError(
+            "give exactly one patient input: --case NAME, --ct CT --structures SEG, or --matrad FILE"
+        )
+    if args.case is not None:
+        from radagent.cases import load_case
+
+        overrides = [o for o in ("target", "oar", "body", "label") if getattr(args, o)]
+        if overrides:
+            raise InputError(
+                f"--{overrides[0]} does not apply to built-in cases, which know their structures"
+            )
+        return _with_protocol(load_case(args.case, variant=args.variant), args)
+    if args.matrad is not None:
+        from radagent.io.matrad import read_matrad
+
+        case = read_matrad(
+            args.matrad,
+            targets=args.target or None,
+            oars=args.oar or None,
+            body=args.body,
+            prescription_gy=args.prescription,
+            fractions=args.fractions,
+        )
+        return _with_protocol(case, args)
+    if args.ct is None or args.structures is None:
+        raise InputError("--ct and --structures go together")
+    if not args.target:
+        raise InputError("name the target structure(s) with --target")
+    if args.prescription is None:
+        raise InputError("give the prescription with --prescription GY")
+    from radagent.io.inputs import case_from_files
+
+    return case_from_files(
+        args.ct,
+        args.structures,
+        labels=dict(args.label) or None,
+        targets=args.target,
+        oars=args.oar,
+        body=args.body,
+        prescription_gy=args.prescription,
+        fractions=args.fractions or 1,
+        scorecard=_scorecard(args.scorecard),
+    )
+
+
+@contextlib.contextmanager
+def _staged_output(out: Path) -> Iterator[Path]:
+    """A temporary folder beside ``out`` whose files are moved into ``out`` only if the block succeeds."""
+    parent = out.resolve().parent
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} exists and is not a folder")
+    if not parent.is_dir():
+        raise InputError(f"the parent folder of --out {out} does not exist")
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=parent))
+    try:
+        yield staging
+        out.mkdir(exist_ok=True)
+        for item in sorted(staging.iterdir()):
+            os.replace(item, out / item.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    path.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
+
+
+def _write_dvh_csv(path: Path, table: dict[str, np.ndarray]) -> None:
+    columns = list(table)
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(columns)
+        for row in zip(*(table[c] for c in columns), strict=True):
+            writer.writerow([f"{v:.6g}" for v in row])
+
+
+class _Progress:
+    """A tqdm bar driven by the core's progress callbacks (fraction in [0, 1], message)."""
+
+    def __init__(self, quiet: bool) -> None:
+        self._bar = None
+        if not quiet:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=1000, unit="‰", bar_format="{l_bar}{bar}| {elapsed}", file=sys.stderr)
+
+    def __call__(self, fraction: float, message: str) -> bool:
+        if self._bar is not None:
+            self._bar.set_description_str(message[:48].ljust(48))
+            self._bar.n = round(1000 * fraction)
+            self._bar.refresh()
+        return True
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def _summary_lines(metrics: dict[str, Any]) -> list[str]:
+    plan = metrics["plan"]
+    lines = [
+        f"prescription {plan['prescription_gy']:g} Gy",
+        f"score {plan['score']:.2f} / {plan['score_max']:g}"
+        if plan.get("score") is not None
+        else "no score card",
+        f"reward {plan['reward']:.3f}",
+        f"HI {plan['homogeneity_index']:.3f}   CI {plan['conformity_index']:.3f}",
+        "",
+        f"{'structure':<14}{'mean':>7}{'D2':>7}{'D95':>7}",
+    ]
+    for name, values in metrics["structures"].items():
+        lines.append(
+            f"{name[:13]:<14}{values['mean_gy']:>7.1f}{values['d2_gy']:>7.1f}{values['d95_gy']:>7.1f}"
+        )
+    for criterion in plan.get("criteria", []):
+        lines.append(f"{criterion['label'][:28]:<29}{criterion['value']:.3f} → {criterion['subscore']:.2f}")
+    return lines
+
+
+def _command_cases(_: argparse.Namespace) -> int:
+    from radagent.cases import list_cases
+
+    for info in list_cases():
+        structures = ", ".join(f"{name} ({role})" for name, role in info.structures)
+        print(
+            f"{info.name:<15}{info.prescription_gy:g} Gy / {info.fractions} fx, "
+            f"score card {info.scorecard!r} (max {info.max_score:g})"
+        )
+        print(f"{'':<15}{info.description}")
+        print(f"{'':<15}structures: {structures}")
+    return 0
+
+
+def _command_plan(args: argparse.Namespace) -> int:
+    from radagent.beams import equispaced_angles, parse_angles
+    from radagent.dose import DoseEngineSettings
+    from radagent.io.nrrd import write_volume
+    from radagent.plan import PlanSettings, plan_case
+    from radagent.report import write_report
+
+    try:
+        angles = parse_angles(args.angles) if args.angles is not None else equispaced_angles(args.beams or 7)
+    except ValueError as error:
+        raise InputError(str(error)) from None
+    case = _load_case(args)
+    settings = PlanSettings(
+        angles_deg=angles,
+        engine=DoseEngineSettings(bixel_mm=args.bixel_mm, dose_grid_mm=args.dose_grid_mm),
+        fluence=args.fluence,
+        seed=args.seed,
+    )
+    with _staged_output(args.out) as staging:
+        progress = _Progress(args.quiet)
+        try:
+            result = plan_case(case, settings, progress=progress)
+        finally:
+            progress.close()
+        metrics = result.metrics()
+        write_volume(staging / "dose.nrrd", result.dose_ct_gy.astype(np.float32), case.grid)
+        table = result.evaluation.dvh_table()
+        _write_dvh_csv(staging / "dvh.csv", table)
+        _write_json(staging / "plan.json", result.plan_description())
+        _write_json(staging / "metrics.json", metrics)
+        write_report(
+            staging / "report.png",
+            case,
+            result.dose_ct_gy,
+            result.evaluation.dvh_curves(),
+            _summary_lines(metrics),
+        )
+    if not args.quiet:
+        plan = metrics["plan"]
+        score = f"score {plan['score']:.2f}/{plan['score_max']:g}, " if plan.get("score") is not None else ""
+        print(
+            f"{case.name}: {len(angles)} beams, {metrics['dij']['n_beamlets']} beamlets, {score}"
+            f"reward {plan['reward']:.3f}, {metrics['timing_s']['total']:.1f} s → {args.out}"
+        )
+    return 0
+
+
+def _command_evaluate(args: argparse.Namespace) -> int:
+    from radagent.evaluate.metrics import evaluate_plan
+    from radagent.geometry import resample
+    from radagent.io.nrrd import read_volume
+
+    case = _load_case(args)
+    dose, dose_grid = read_volume(args.dose)
+    if not np.all(np.isfinite(dose)):
+        raise InputError(f"dose volume {args.dose} contains NaN or infinite values")
+    if np.any(dose < 0):
+        raise InputError(f"dose volume {args.dose} contains negative doses")
+    dose_ct = (
+        dose.astype(np.float32) if dose_grid.same_as(case.grid) else resample(dose, dose_grid, case.grid)
+    )
+    evaluation = evaluate_plan(case, dose_ct)
+    with _staged_output(args.out) as staging:
+        _write_json(staging / "metrics.json", evaluation.to_dict())
+        _write_dvh_csv(staging / "dvh.csv", evaluation.dvh_table())
+    if not args.quiet:
+        plan = evaluation.to_dict()["plan"]
+        print(f"{case.name}: score {plan['score']}, reward {plan['reward']:.3f} → {args.out}")
+    return 0
+
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "cases": _command_cases,
+    "plan": _command_plan,
+    "evaluate": _command_evaluate,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``radagent`` console script; returns the process exit status."""
+    try:
+        args = _build_parser().parse_args(argv)
+    except SystemExit as exit_request:  # argparse already printed its one-line message or the help
+        return int(exit_request.code or 0)
+    try:
+        return _COMMANDS[args.command](args)
+    except (InputError, FileNotFoundError, IsADirectoryError, PermissionError) as error:
+        print(f"radagent: error: {error}", file=sys.stderr)
+        return EXIT_INPUT_ERROR
+    except Cancelled:
+        print("radagent: cancelled", file=sys.stderr)
+        return EXIT_CANCELLED
+    except KeyboardInterrupt:
+        print("radagent: interrupted", file=sys.stderr)
+        return EXIT_CANCELLED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,204 @@
+"""The `radagent` command line as a user meets it: outputs, metrics, and one-line errors on bad input."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from radagent.cli import main
+from radagent.geometry import Grid
+from radagent.io.nrrd import read_volume, write_volume
+from radagent.io.segmentation import write_segmentation
+
+STRUCTURE_KEYS = {
+    "role",
+    "volume_cc",
+    "mean_gy",
+    "max_gy",
+    "min_gy",
+    "d0_03cc_gy",
+    "d2_gy",
+    "d5_gy",
+    "d10_gy",
+    "d50_gy",
+    "d95_gy",
+    "d98_gy",
+}
+FAST = ["--beams", "3", "--bixel-mm", "10", "--dose-grid-mm", "6", "--quiet"]
+
+
+def run_cli(capsys, *args):
+    """Run the CLI in-process; return (exit status, stdout, stderr)."""
+    status = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def phantom_files(tmp_path_factory):
+    """A small CT + seg.nrrd pair on different grids (the segmentation finer and shifted)."""
+    folder = tmp_path_factory.mktemp("phantom")
+    grid = Grid.from_spacing((24, 30, 36), (4.0, 4.0, 4.0), (-70.0, -58.0, -46.0))
+    ras = grid.voxel_centers_ras().reshape(*grid.shape, 3)
+    body = (ras[..., 0] / 60.0) ** 2 + (ras[..., 1] / 45.0) ** 2 <= 1.0
+    ct = np.where(body, 20.0, -1000.0).astype(np.float32)
+    write_volume(folder / "ct.nrrd", ct, grid)
+    seg_grid = Grid.from_spacing((40, 50, 60), (2.0, 2.0, 2.0), (-60.0, -50.0, -40.0))
+    seg_ras = seg_grid.voxel_centers_ras().reshape(*seg_grid.shape, 3)
+    ptv = np.linalg.norm(seg_ras, axis=-1) <= 15.0
+    cord = np.linalg.norm(seg_ras[..., :2] - [0.0, -30.0], axis=-1) <= 6.0
+    seg_body = (seg_ras[..., 0] / 60.0) ** 2 + (seg_ras[..., 1] / 45.0) ** 2 <= 1.0
+    write_segmentation(
+        folder / "structures.seg.nrrd", [("External", seg_body), ("PTV", ptv), ("Cord", cord)], seg_grid
+    )
+    empty = np.zeros(seg_grid.shape, bool)
+    write_segmentation(
+        folder / "empty.seg.nrrd", [("External", seg_body), ("PTV", ptv), ("Cord", empty)], seg_grid
+    )
+    nan_ct = ct.copy()
+    nan_ct[5, 5, 5] = np.nan
+    write_volume(folder / "nan_ct.nrrd", nan_ct, grid)
+    return folder
+
+
+def test_cases_lists_every_built_in_case(capsys):
+    status, out, _ = run_cli(capsys, "cases")
+    assert status == 0
+    for name in ("prostate", "prostate-4oar", "liver", "cshape", "water"):
+        assert name in out
+    assert "79.2 Gy / 44 fx" in out
+
+
+def test_plan_from_files_writes_all_outputs(capsys, tmp_path, phantom_files):
+    out = tmp_path / "plan"
+    status, _, err = run_cli(
+        capsys,
+        "plan",
+        "--ct",
+        phantom_files / "ct.nrrd",
+        "--structures",
+        phantom_files / "structures.seg.nrrd",
+        "--target",
+        "PTV",
+        "--oar",
+        "Cord",
+        "--prescription",
+        "60",
+        "--fractions",
+        "30",
+        "--out",
+        out,
+        *FAST,
+    )
+    assert status == 0, err
+    assert sorted(p.name for p in out.iterdir()) == [
+        "dose.nrrd",
+        "dvh.csv",
+        "metrics.json",
+        "plan.json",
+        "report.png",
+    ]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["structures"]) == {"External", "PTV", "Cord"}
+    for values in metrics["structures"].values():
+        assert set(values) >= STRUCTURE_KEYS
+    assert metrics["structures"]["PTV"]["d95_gy"] == pytest.approx(60.0, rel=0.03)
+    assert metrics["structures"]["External"]["role"] == "body"
+    for key in ("prescription_gy", "homogeneity_index", "conformity_index", "score", "score_max", "reward"):
+        assert key in metrics["plan"]
+    assert {"n_beamlets", "nnz", "megabytes"} <= set(metrics["dij"])
+    assert {"dose_engine", "optimization", "total"} <= set(metrics["timing_s"])
+    dose, dose_grid = read_volume(out / "dose.nrrd")
+    ct, ct_grid = read_volume(phantom_files / "ct.nrrd")
+    assert dose.shape == ct.shape and dose_grid.same_as(ct_grid)
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["gantry_angles_deg"] == [0.0, 120.0, 240.0]
+    assert len(plan["isocenter_ras_mm"]) == 3 and plan["n_beamlets"] == metrics["dij"]["n_beamlets"]
+    assert "PTV" in (out / "dvh.csv").read_text().splitlines()[0]
+
+    # Evaluating the written dose reproduces the plan's metrics.
+    again = tmp_path / "evaluated"
+    status, _, err = run_cli(
+        capsys,
+        "evaluate",
+        "--dose",
+        out / "dose.nrrd",
+        "--ct",
+        phantom_files / "ct.nrrd",
+        "--structures",
+        phantom_files / "structures.seg.nrrd",
+        "--target",
+        "PTV",
+        "--oar",
+        "Cord",
+        "--prescription",
+        "60",
+        "--out",
+        again,
+        "--quiet",
+    )
+    assert status == 0, err
+    evaluated = json.loads((again / "metrics.json").read_text())
+    for name, values in metrics["structures"].items():
+        assert evaluated["structures"][name]["d95_gy"] == pytest.approx(values["d95_gy"], rel=1e-3, abs=1e-3)
+    assert evaluated["plan"]["score"] == pytest.approx(metrics["plan"]["score"], abs=1e-3)
+
+
+def bad_input_cases(files):
+    """(arguments, text expected in the one-line error) for inputs a new user gets wrong."""
+    ct, seg = files / "ct.nrrd", files / "structures.seg.nrrd"
+    base = ["--target", "PTV", "--prescription", "60"]
+    return [
+        (["--ct", files / "missing.nrrd", "--structures", seg, *base], "missing.nrrd"),
+        (["--ct", ct, "--structures", files / "missing.seg.nrrd", *base], "missing.seg.nrrd"),
+        (["--ct", ct, "--structures", seg, "--target", "Prostate", "--prescription", "60"], "Prostate"),
+        (["--ct", ct, "--structures", seg, *base, "--oar", "Bladder"], "Bladder"),
+        (["--ct", ct, "--structures", files / "empty.seg.nrrd", *base, "--oar", "Cord"], "empty"),
+        (["--ct", files / "nan_ct.nrrd", "--structures", seg, *base], "NaN"),
+        (["--ct", ct, "--structures", seg, "--target", "PTV", "--prescription", "0"], "positive"),
+        (["--ct", ct, "--structures", seg, "--target", "PTV", "--prescription", "-5"], "positive"),
+        (["--ct", ct, "--structures", seg, *base, "--angles", "0,90,400"], "out of range"),
+        (["--ct", ct, "--structures", seg, *base, "--angles", "0,abc"], "not a number"),
+        (["--ct", ct, "--structures", seg, "--prescription", "60"], "--target"),
+        (["--case", "prostrate"], "prostrate"),
+        (["--case", "prostate", "--variant", "-1"], "--variant"),
+        (["--ct", ct, "--structures", seg, *base, "--bixel-mm", "0"], "positive"),
+        (["--matrad", files / "missing.mat"], "missing.mat"),
+        (["--matrad", ct], "mat"),
+        (["--ct", ct, "--structures", ct, *base], "PTV"),
+    ]
+
+
+BAD_INPUT_COUNT = 17
+
+
+@pytest.mark.parametrize("index", range(BAD_INPUT_COUNT))
+def test_bad_inputs_give_one_line_and_write_nothing(capsys, tmp_path, phantom_files, index):
+    cases = bad_input_cases(phantom_files)
+    assert len(cases) == BAD_INPUT_COUNT
+    arguments, expected = cases[index]
+    out = tmp_path / "out"
+    status, _, err = run_cli(capsys, "plan", *arguments, "--out", out, "--quiet")
+    assert status == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("radagent: error:") and expected in lines[0], lines[0]
+    assert not out.exists()
+    assert not any(p.name.startswith(".out.partial") for p in tmp_path.iterdir())
+
+
+def test_argument_errors_exit_2_with_one_line(tmp_path):
+    """Errors caught by argparse (bad numbers) also exit 2 with one line and no traceback."""
+    for arguments in (["--case", "water", "--variant", "-1"], ["--case", "water", "--bixel-mm", "0"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "radagent.cli", "plan", *arguments, "--out", str(tmp_path / "x")],
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 2
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("radagent: error:"), result.stderr
+        assert "Traceback" not in result.stderr
+    assert not (tmp_path / "x").exists()

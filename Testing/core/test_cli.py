@@ -202,3 +202,15 @@ def test_argument_errors_exit_2_with_one_line(tmp_path):
         assert len(lines) == 1 and lines[0].startswith("radagent: error:"), result.stderr
         assert "Traceback" not in result.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_tpp_options_reach_the_optimizer(capsys, tmp_path):
+    out = tmp_path / "tuned"
+    status, _, err = run_cli(capsys, "plan", "--case", "water", "--tpp", "lambda_PTV=7", "--out", out, *FAST)
+    assert status == 0, err
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["tpps"]["lambda_PTV"] == pytest.approx(7.0)
+    status, _, err = run_cli(
+        capsys, "plan", "--case", "water", "--tpp", "lambda_Liver=2", "--out", tmp_path / "x", *FAST
+    )
+    assert status == 2 and "unknown TPP 'lambda_Liver'" in err and not (tmp_path / "x").exists()

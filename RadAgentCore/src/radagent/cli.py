@@ -49,6 +49,19 @@ def _label(text: str) -> tuple[str, int]:
         ) from None
 
 
+def _tpp(text: str) -> tuple[str, float]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"--tpp expects NAME=VALUE (e.g. lambda_Rectum=5), got {text!r}")
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"value of TPP {name!r} must be a number, got {value!r}") from None
+    if not np.isfinite(number):
+        raise argparse.ArgumentTypeError(f"value of TPP {name!r} must be finite, got {value!r}")
+    return name.strip(), number
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -127,6 +140,15 @@ def _build_parser() -> argparse.ArgumentParser:
     beams.add_argument("--bixel-mm", type=_positive_float, default=5.0, help="beamlet width at the isocentre")
     beams.add_argument("--dose-grid-mm", type=_positive_float, default=3.0, help="dose grid spacing")
     beams.add_argument("--fluence", choices=("optimized", "uniform"), default="optimized")
+    beams.add_argument(
+        "--tpp",
+        type=_tpp,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a treatment-planning parameter, e.g. t_PTV=1.05, lambda_Rectum=5, V_Bladder=0.5 (repeatable; "
+        "the others keep the default start)",
+    )
     beams.add_argument("--seed", type=_non_negative_int, default=0, help="seed for anything random")
     plan.add_argument("--out", type=Path, required=True, help="output folder")
     plan.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -318,10 +340,20 @@ def _command_plan(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise InputError(str(error)) from None
     case = _load_case(args)
+    tpps = None
+    if args.tpp:
+        if args.fluence == "uniform":
+            raise InputError("--tpp applies to optimized fluence, not --fluence uniform")
+        from radagent.optimize import TPPs, tpp_oar_names
+
+        tpps = TPPs.default(tpp_oar_names(case))
+        for name, value in args.tpp:
+            tpps = tpps.with_value(name, value)
     settings = PlanSettings(
         angles_deg=angles,
         engine=DoseEngineSettings(bixel_mm=args.bixel_mm, dose_grid_mm=args.dose_grid_mm),
         fluence=args.fluence,
+        tpps=tpps,
         seed=args.seed,
     )
     with _staged_output(args.out) as staging:

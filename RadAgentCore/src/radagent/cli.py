@@ -216,7 +216,6 @@ def _load_case(args: argparse.Namespace):
             oars=args.oar or None,
             body=args.body,
             prescription_gy=args.prescription,
-            fractions=args.fractions,
         )
         return _with_protocol(case, args)
     if args.ct is None or args.structures is None:

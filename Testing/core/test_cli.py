@@ -57,6 +57,8 @@ def phantom_files(tmp_path_factory):
     write_segmentation(
         folder / "empty.seg.nrrd", [("External", seg_body), ("PTV", ptv), ("Cord", empty)], seg_grid
     )
+    far_grid = Grid.from_spacing(seg_grid.shape, (2.0, 2.0, 2.0), (600.0, 600.0, 600.0))
+    write_segmentation(folder / "far.seg.nrrd", [("External", seg_body), ("PTV", ptv)], far_grid)
     nan_ct = ct.copy()
     nan_ct[5, 5, 5] = np.nan
     write_volume(folder / "nan_ct.nrrd", nan_ct, grid)
@@ -168,10 +170,11 @@ def bad_input_cases(files):
         (["--matrad", files / "missing.mat"], "missing.mat"),
         (["--matrad", ct], "mat"),
         (["--ct", ct, "--structures", ct, *base], "PTV"),
+        (["--ct", ct, "--structures", files / "far.seg.nrrd", *base], "does not overlap the CT"),
     ]
 
 
-BAD_INPUT_COUNT = 17
+BAD_INPUT_COUNT = 18
 
 
 @pytest.mark.parametrize("index", range(BAD_INPUT_COUNT))

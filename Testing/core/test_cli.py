@@ -74,7 +74,7 @@ def test_cases_lists_every_built_in_case(capsys):
 
 
 def test_plan_from_files_writes_all_outputs(capsys, tmp_path, phantom_files):
-    out = tmp_path / "plan"
+    out = tmp_path / "results" / "plan"  # parents are created, as for the README's results/prostate
     status, _, err = run_cli(
         capsys,
         "plan",
@@ -182,14 +182,13 @@ def test_bad_inputs_give_one_line_and_write_nothing(capsys, tmp_path, phantom_fi
     cases = bad_input_cases(phantom_files)
     assert len(cases) == BAD_INPUT_COUNT
     arguments, expected = cases[index]
-    out = tmp_path / "out"
+    out = tmp_path / "nested" / "out"
     status, _, err = run_cli(capsys, "plan", *arguments, "--out", out, "--quiet")
     assert status == 2
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1, err
     assert lines[0].startswith("radagent: error:") and expected in lines[0], lines[0]
-    assert not out.exists()
-    assert not any(p.name.startswith(".out.partial") for p in tmp_path.iterdir())
+    assert list(tmp_path.iterdir()) == []  # no output, no staging folder, no parent folder
 
 
 def test_argument_errors_exit_2_with_one_line(tmp_path):

@@ -241,16 +241,18 @@ def _load_case(args: argparse.Namespace):
 
 @contextlib.contextmanager
 def _staged_output(out: Path) -> Iterator[Path]:
-    """A temporary folder beside ``out`` whose files are moved into ``out`` only if the block succeeds."""
-    parent = out.resolve().parent
+    """A temporary folder whose files are moved into ``out`` (created with its parents) only on success."""
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} exists and is not a folder")
-    if not parent.is_dir():
-        raise InputError(f"the parent folder of --out {out} does not exist")
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=parent))
+    existing = out.resolve()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"--out {out} lies under {existing}, which is not a folder")
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=existing))
     try:
         yield staging
-        out.mkdir(exist_ok=True)
+        out.mkdir(parents=True, exist_ok=True)
         for item in sorted(staging.iterdir()):
             os.replace(item, out / item.name)
     finally:

@@ -52,6 +52,47 @@ def test_gradient_matches_central_differences(objective):
     np.testing.assert_allclose(gradient, numeric, rtol=1e-5, atol=1e-7 * max(1.0, abs(value)))
 
 
+MEAN_SQUARED = (SquaredUnderdose, SquaredOverdose, MinDvh, MaxDvh, TppDoseVolume, HottestOverdose)
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES, ids=lambda o: type(o).__name__)
+def test_curvature_is_the_gauss_newton_diagonal_on_the_penalized_side(objective):
+    dose = random_doses()
+    value, gradient = objective.value_and_gradient(dose)
+    curvature = objective.curvature(dose)
+    assert curvature.shape == dose.shape and np.all(curvature >= 0)
+    if isinstance(objective, MEAN_SQUARED):
+        # piecewise quadratic: the exact ∂²f/∂dᵢ² on the penalized voxels, the same value everywhere
+        penalized = np.flatnonzero(gradient)
+        step = 1e-4
+        for i in penalized:
+            up, down = dose.copy(), dose.copy()
+            up[i] += step
+            down[i] -= step
+            numeric = (objective.value_and_gradient(up)[1][i] - objective.value_and_gradient(down)[1][i]) / (
+                2 * step
+            )
+            assert curvature[i] == pytest.approx(numeric, rel=1e-6)
+        assert np.ptp(curvature) == 0.0
+    else:
+        # f = weight · r(d)²: the Gauss–Newton diagonal 2·weight·(∂r/∂dᵢ)² equals (∂f/∂dᵢ)² / (2f)
+        np.testing.assert_allclose(curvature, gradient**2 / (2 * value), rtol=1e-9, atol=1e-15)
+
+
+def test_only_squared_overdose_ignores_the_doses_below_its_reference():
+    dose = random_doses()
+    objective = SquaredOverdose("S", 50.0, weight=0.7)
+    assert objective.inert_below_gy == 50.0
+    below = dose <= 50.0
+    lowered = np.where(below, np.random.default_rng(2).uniform(0.0, 50.0, dose.size), dose)
+    value, gradient = objective.value_and_gradient(dose)
+    lowered_value, lowered_gradient = objective.value_and_gradient(lowered)
+    assert lowered_value == value
+    np.testing.assert_array_equal(lowered_gradient, gradient)
+    others = [o for o in OBJECTIVES if not isinstance(o, SquaredOverdose)]
+    assert all(o.inert_below_gy is None for o in others)
+
+
 def test_chain_rule_through_the_influence_matrix():
     rng = np.random.default_rng(5)
     matrix = rng.uniform(0, 1, (30, 8)) * (rng.uniform(0, 1, (30, 8)) < 0.4)

@@ -1,5 +1,9 @@
 """The fluence optimizer on a small synthetic phantom (optimize/solver.py, influence.py, quasi_newton.py)."""
 
+from dataclasses import dataclass
+from itertools import pairwise
+
+import numba
 import numpy as np
 import pytest
 from scipy import sparse
@@ -11,6 +15,7 @@ from radagent.geometry import Grid, resample_mask
 from radagent.optimize import (
     MaxDvh,
     OptimizerSettings,
+    SquaredOverdose,
     SquaredUnderdose,
     StructureInfluence,
     TPPs,
@@ -18,6 +23,7 @@ from radagent.optimize import (
     uniform_fluence,
 )
 from radagent.optimize.quasi_newton import ProjectedLbfgs
+from radagent.optimize.solver import _inert_levels, _UnionDose
 from radagent.patient import Case, Protocol, Structure
 from radagent.progress import Cancelled
 
@@ -70,6 +76,39 @@ def problem():
     return case, dose_grid, pencil_beams(case, dose_grid)
 
 
+SMOOTH_OBJECTIVES = [
+    SquaredUnderdose("PTV", P_GY, 10.0),
+    SquaredOverdose("PTV", 1.02 * P_GY, 10.0),
+    SquaredOverdose("Rectum", 0.5 * P_GY, 3.0),
+    SquaredOverdose("Bladder", 0.6 * P_GY, 1.0),
+    SquaredOverdose("Body", 0.4 * P_GY, 0.5),
+]
+UNNORMALIZED = OptimizerSettings(normalize_percent=None)
+TO_THE_END = OptimizerSettings(normalize_percent=None, objective_tolerance=0.0, max_steps=5000)
+
+
+@dataclass(frozen=True)
+class EveryVoxelOverdose(SquaredOverdose):
+    """SquaredOverdose without its inert level, so the optimizer computes every voxel's dose."""
+
+    @property
+    def inert_below_gy(self) -> None:
+        return None
+
+
+def dense_value_and_gradient(case, dose_grid, matrix, objectives, weights):
+    """Σ objectives and ∂f/∂x with a dense matrix and the structures' masks: the slow, obvious reference."""
+    dense = matrix.toarray().astype(np.float64)
+    dose = dense @ weights
+    value, row_gradient = 0.0, np.zeros(dose.size)
+    for objective in objectives:
+        mask = resample_mask(case.structure(objective.structure).mask, case.grid, dose_grid).ravel()
+        term_value, term_gradient = objective.value_and_gradient(dose[mask])
+        value += term_value
+        row_gradient[mask] += term_gradient
+    return value, dense.T @ row_gradient
+
+
 def target_d95(case, dose_grid, result):
     mask = resample_mask(case.structure("PTV").mask, case.grid, dose_grid).ravel()
     return StructureDoses("PTV", result.dose_gy[mask], dose_grid.voxel_volume_cc).dose_at_percent_gy(95)
@@ -90,6 +129,33 @@ def test_structure_influence_products_match_scipy(problem):
     np.testing.assert_allclose(influence.full_dose_gy(weights), matrix.toarray() @ weights, rtol=1e-5)
     ptv_rows = rows[influence.positions["PTV"]]
     assert np.all(np.diff(ptv_rows) > 0) and influence.beamlet_count == matrix.shape[1]
+    some = np.flatnonzero(rng.uniform(size=rows.size) < 0.3)
+    partial = np.full(rows.size, -1.0)
+    influence.fill_dose_gy(weights, some, partial)
+    np.testing.assert_array_equal(partial[some], influence.dose_gy(weights)[some])
+    assert np.all(np.delete(partial, some) == -1.0)
+    np.testing.assert_allclose(influence.row_norms, np.linalg.norm(reference, axis=1), rtol=1e-6)
+    assert influence.entry_count == int(np.count_nonzero(reference)) == influence.row_entries.sum()
+    curvature = rng.uniform(0, 1, rows.size) * (rng.uniform(size=rows.size) < 0.5)
+    np.testing.assert_allclose(influence.column_curvature(curvature), (reference**2).T @ curvature, rtol=1e-6)
+
+
+def test_products_do_not_depend_on_the_thread_count(problem):
+    case, dose_grid, matrix = problem
+    rng = np.random.default_rng(3)
+    weights, row_gradient = rng.uniform(0, 1, matrix.shape[1]), None
+    most = numba.config.NUMBA_NUM_THREADS
+    results = []
+    for threads in (1, most):
+        numba.set_num_threads(threads)
+        try:
+            influence = StructureInfluence.build(matrix, dose_grid, case, ["PTV", "Body"])
+            row_gradient = rng.normal(size=influence.rows.size) if row_gradient is None else row_gradient
+            results.append((*influence._csr, influence.dose_gy(weights), influence.backproject(row_gradient)))
+        finally:
+            numba.set_num_threads(most)
+    for single, many in zip(*results, strict=True):
+        np.testing.assert_array_equal(single, many)
 
 
 def test_bad_inputs_are_reported_in_planner_terms(problem):
@@ -138,14 +204,75 @@ def test_optimization_is_deterministic_and_reuses_prepared_rows(problem):
         optimize_fluence(prepared, dose_grid, case, objectives=[SquaredUnderdose("Body", 1.0)])
 
 
-def test_custom_objectives_and_iteration_limits(problem):
+def test_custom_objectives_take_one_run_within_its_step_limit(problem):
     case, dose_grid, matrix = problem
     objectives = [SquaredUnderdose("PTV", P_GY, weight=5.0), MaxDvh("rectum", 0.6 * P_GY, 0.2)]
-    settings = OptimizerSettings(max_outer_iterations=3, inner_iterations=5, normalize_percent=None)
+    settings = OptimizerSettings(max_steps=12, normalize_percent=None)
     result = optimize_fluence(matrix, dose_grid, case, objectives=objectives, settings=settings)
-    assert result.outer_iterations <= 3 and result.inner_iterations <= 15
+    assert result.outer_iterations == 1 and result.inner_iterations <= 12
     assert result.normalization_factor == 1.0
+    assert len(result.objective_history) == 2
     assert result.objective_history[-1] < result.objective_history[0]
+
+
+def test_tpp_outer_iteration_limits(problem):
+    case, dose_grid, matrix = problem
+    settings = OptimizerSettings(max_outer_iterations=3, inner_iterations=5)
+    result = optimize_fluence(matrix, dose_grid, case, settings=settings)
+    assert result.outer_iterations <= 3 and result.inner_iterations <= 15
+    assert len(result.objective_history) == result.outer_iterations + 1
+
+
+def test_one_run_reaches_the_kkt_point(problem):
+    case, dose_grid, matrix = problem
+    result = optimize_fluence(matrix, dose_grid, case, objectives=SMOOTH_OBJECTIVES, settings=TO_THE_END)
+    assert result.converged and result.outer_iterations == 1
+    start = uniform_fluence(matrix, dose_grid, case)
+    scale = np.max(np.abs(dense_value_and_gradient(case, dose_grid, matrix, SMOOTH_OBJECTIVES, start)[1]))
+    value, gradient = dense_value_and_gradient(case, dose_grid, matrix, SMOOTH_OBJECTIVES, result.weights)
+    free, held = result.weights > 0, result.weights == 0
+    assert np.all(free | held) and np.any(held)
+    # KKT for x ≥ 0: no slope along the free weights, none pointing into the bound at the held ones
+    assert np.max(np.abs(gradient[free])) < 1e-4 * scale
+    assert np.min(gradient[held]) > -1e-4 * scale
+    assert value == pytest.approx(result.objective_history[-1], rel=1e-9)
+
+
+def test_default_stopping_rule_ends_near_the_optimum_and_says_so(problem):
+    case, dose_grid, matrix = problem
+    optimum = optimize_fluence(matrix, dose_grid, case, objectives=SMOOTH_OBJECTIVES, settings=TO_THE_END)
+    result = optimize_fluence(matrix, dose_grid, case, objectives=SMOOTH_OBJECTIVES, settings=UNNORMALIZED)
+    assert result.converged and result.inner_iterations < optimum.inner_iterations
+    assert result.objective_history[-1] < 1.02 * optimum.objective_history[-1]
+    short = OptimizerSettings(max_steps=5, normalize_percent=None)
+    cut = optimize_fluence(matrix, dose_grid, case, objectives=SMOOTH_OBJECTIVES, settings=short)
+    assert not cut.converged and cut.inner_iterations == 5
+
+
+def test_rows_below_an_inert_level_are_skipped_exactly(problem):
+    case, dose_grid, matrix = problem
+    influence = StructureInfluence.build(matrix, dose_grid, case, ["PTV", "Body"])
+    level = 0.9 * P_GY  # most of the body is below it at the uniform start
+    terms = [("PTV", SquaredUnderdose("PTV", P_GY)), ("Body", SquaredOverdose("Body", level))]
+    union_dose = _UnionDose(influence, _inert_levels(influence, terms))
+    weights = uniform_fluence(matrix, dose_grid, case)
+    np.testing.assert_array_equal(union_dose(weights), influence.dose_gy(weights))  # the first is full
+    nearby = weights * np.random.default_rng(8).uniform(0.99, 1.01, weights.size)
+    dose, exact = union_dose(nearby), influence.dose_gy(nearby)
+    skipped = dose != exact
+    body = np.zeros(dose.size, bool)
+    body[influence.positions["Body"]] = True
+    assert np.any(skipped) and not np.any(skipped & ~body)
+    assert np.all(exact[skipped] <= dose[skipped]) and np.all(dose[skipped] <= level)
+    # the whole optimization is the same as with every voxel's dose computed
+    skipping = [SquaredUnderdose("PTV", P_GY), SquaredOverdose("Body", 0.4 * P_GY, 0.5)]
+    computing = [SquaredUnderdose("PTV", P_GY), EveryVoxelOverdose("Body", 0.4 * P_GY, 0.5)]
+    runs = [
+        optimize_fluence(matrix, dose_grid, case, objectives=o, settings=UNNORMALIZED)
+        for o in (skipping, computing)
+    ]
+    np.testing.assert_allclose(runs[0].weights, runs[1].weights, rtol=1e-9, atol=1e-12)
+    assert runs[0].inner_iterations == runs[1].inner_iterations
 
 
 def test_progress_reports_and_cancels(problem):
@@ -163,6 +290,15 @@ def test_uniform_fluence_normalizes_the_target_mean(problem):
     assert weights.shape == (matrix.shape[1],) and np.ptp(weights) == 0.0
     mask = resample_mask(case.structure("PTV").mask, case.grid, dose_grid).ravel()
     assert (matrix @ weights)[mask].mean() == pytest.approx(P_GY, rel=1e-5)
+
+
+def test_one_run_reports_progress_and_cancels(problem):
+    case, dose_grid, matrix = problem
+    fractions = []
+    optimize_fluence(matrix, dose_grid, case, SMOOTH_OBJECTIVES, progress=lambda f, m: fractions.append(f))
+    assert len(fractions) > 10 and fractions[-1] == 1.0 and fractions == sorted(fractions)
+    with pytest.raises(Cancelled):
+        optimize_fluence(matrix, dose_grid, case, SMOOTH_OBJECTIVES, progress=lambda f, m: f < 0.01)
 
 
 def test_projected_lbfgs_solves_a_bound_constrained_quadratic():
@@ -185,3 +321,20 @@ def test_projected_lbfgs_solves_a_bound_constrained_quadratic():
     assert np.max(np.abs(gradient[run.x > 0])) < 1e-5
     assert np.all(gradient[run.x == 0] > -1e-5)
     assert run.iterations <= 500 and run.evaluations >= run.iterations
+
+
+def test_projected_lbfgs_yields_the_start_then_each_step_until_stationary():
+    hessian = np.diag([1.0, 4.0, 9.0])
+    centre = np.array([1.0, -2.0, 0.5])
+
+    def fun(x):
+        gap = x - centre
+        return 0.5 * gap @ hessian @ gap, hessian @ gap
+
+    runs = list(ProjectedLbfgs().iterate(fun, np.ones(3)))
+    assert runs[0].iterations == 0 and runs[0].evaluations == 1
+    assert [r.iterations for r in runs] == list(range(len(runs)))
+    assert all(b.value <= a.value for a, b in pairwise(runs))
+    assert len(runs) < 100  # it ends by itself at the minimizer (1, 0, 0.5)
+    np.testing.assert_allclose(runs[-1].x, [1.0, 0.0, 0.5], atol=1e-6)
+    assert runs[-1].projected_gradient_norm < 1e-6 * runs[0].projected_gradient_norm

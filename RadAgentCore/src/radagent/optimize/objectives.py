@@ -1,7 +1,9 @@
 """Dose objectives for fluence optimization (METHOD §3): penalties on one structure's voxel doses.
 
 Every objective maps the doses d (Gy) of its structure's voxels on the dose grid to a value in Gy² and
-its gradient ∂f/∂d; the solver chains it to the beamlet weights as Aᵀ·∂f/∂d.
+its gradient ∂f/∂d; the solver chains it to the beamlet weights as Aᵀ·∂f/∂d. Each also gives the
+curvature ∂²f/∂d² that a voxel adds on the penalized side, from which the solver sets the beamlet
+weights' natural scales.
 
 The TPP term's normalization 1/|Ω⁺| jumps with the dose, so the solver *freezes* it once per outer
 iteration (:meth:`Objective.frozen`). Our choice, against freezing the Ω⁺ sets themselves as the sources
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -42,14 +45,26 @@ class Objective(ABC):
     """A penalty on the doses (Gy) of the voxels of structure ``structure``, with its dose gradient."""
 
     structure: str
+    needs_outer_iterations: ClassVar[bool] = False  # True when :meth:`frozen` fixes a part that jumps
 
     @abstractmethod
     def value_and_gradient(self, dose_gy: np.ndarray) -> tuple[float, np.ndarray]:
         """Value (Gy²) and gradient with respect to each voxel dose of the structure."""
 
+    @abstractmethod
+    def curvature(self, dose_gy: np.ndarray) -> np.ndarray:
+        """The Gauss–Newton diagonal of ∂²f/∂dᵢ² on the penalized side: the curvature each voxel adds
+        when it breaks the limit (exact there for the squared penalties), whether or not it does now."""
+
     def frozen(self, dose_gy: np.ndarray) -> Objective:
         """The objective for one outer iteration, its jumping parts fixed at ``dose_gy`` (usually itself)."""
         return self
+
+    @property
+    def inert_below_gy(self) -> float | None:
+        """A dose at or below which a voxel adds nothing to f or its gradient, whatever the other voxels
+        get, so the solver need not know it exactly; None when every voxel's dose counts."""
+        return None
 
 
 @dataclass(frozen=True)
@@ -65,6 +80,9 @@ class SquaredUnderdose(Objective):
         scale = self.weight / dose_gy.size
         return scale * dot(deficit, deficit), -2.0 * scale * deficit
 
+    def curvature(self, dose_gy: np.ndarray) -> np.ndarray:
+        return _mean_square_curvature(self.weight, dose_gy.size)
+
 
 @dataclass(frozen=True)
 class SquaredOverdose(Objective):
@@ -79,6 +97,13 @@ class SquaredOverdose(Objective):
         scale = self.weight / dose_gy.size
         return scale * dot(excess, excess), 2.0 * scale * excess
 
+    def curvature(self, dose_gy: np.ndarray) -> np.ndarray:
+        return _mean_square_curvature(self.weight, dose_gy.size)
+
+    @property
+    def inert_below_gy(self) -> float:
+        return self.reference_gy
+
 
 @dataclass(frozen=True)
 class MeanDose(Objective):
@@ -92,6 +117,14 @@ class MeanDose(Objective):
         excess = max(float(np.mean(dose_gy)) - self.reference_gy, 0.0)
         gradient = np.full(dose_gy.size, 2.0 * self.weight * excess / dose_gy.size)
         return self.weight * excess * excess, gradient
+
+    def curvature(self, dose_gy: np.ndarray) -> np.ndarray:
+        return np.full(dose_gy.size, 2.0 * self.weight / dose_gy.size**2)
+
+
+def _mean_square_curvature(weight: float, voxel_count: int) -> np.ndarray:
+    """∂²/∂dᵢ² of weight · mean of squared violations, for a voxel on the penalized side."""
+    return np.full(voxel_count, 2.0 * weight / voxel_count)
 
 
 def _soft_extreme(dose_gy: np.ndarray, softness_gy: float, sign: float) -> tuple[float, np.ndarray]:
@@ -121,6 +154,9 @@ class MaxDose(Objective):
         excess = max(soft_max - self.reference_gy, 0.0)
         return self.weight * excess * excess, 2.0 * self.weight * excess * weights
 
+    def curvature(self, dose_gy: np.ndarray) -> np.ndarray:
+        return 2.0 * self.weight * _soft_extreme(dose_gy, self.softness_gy, 1.0)[1] ** 2
+
 
 @dataclass(frozen=True)
 class MinDose(Objective):
@@ -135,6 +171,9 @@ class MinDose(Objective):
         soft_min, weights = _soft_extreme(dose_gy, self.softness_gy, -1.0)
         deficit = max(self.reference_gy - soft_min, 0.0)
         return self.weight * deficit * deficit, -2.0 * self.weight * deficit * weights
+
+    def curvature(self, dose_gy: np.ndarray) -> np.ndarray:
+        return 2.0 * self.weight * _soft_extreme(dose_gy, self.softness_gy, -1.0)[1] ** 2
 
 
 @dataclass(frozen=True)
@@ -153,18 +192,26 @@ class Geud(Objective):
         if self.a == 0:
             raise ValueError(f"gEUD objective on '{self.structure}' needs a non-zero exponent a")
 
-    def value_and_gradient(self, dose_gy: np.ndarray) -> tuple[float, np.ndarray]:
+    def _gap_and_slope(self, dose_gy: np.ndarray) -> tuple[float, np.ndarray]:
+        """How far gEUD is on the wrong side of the reference (≤ 0: not at all), and ∂gEUD/∂dᵢ."""
         dose = np.maximum(dose_gy, _GEUD_FLOOR_GY)
         powered = dose**self.a
         mean_power = float(np.mean(powered))
         geud = mean_power ** (1.0 / self.a)
         gap = geud - self.reference_gy if self.a >= 1 else self.reference_gy - geud
+        slope = geud / (dose_gy.size * mean_power) * powered / dose
+        slope[dose_gy < _GEUD_FLOOR_GY] = 0.0
+        return gap, slope
+
+    def value_and_gradient(self, dose_gy: np.ndarray) -> tuple[float, np.ndarray]:
+        gap, slope = self._gap_and_slope(dose_gy)
         if gap <= 0:
             return 0.0, np.zeros(dose_gy.size)
-        d_geud = geud / (dose_gy.size * mean_power) * powered / dose
-        d_geud[dose_gy < _GEUD_FLOOR_GY] = 0.0
         sign = 1.0 if self.a >= 1 else -1.0
-        return self.weight * gap * gap, 2.0 * self.weight * gap * sign * d_geud
+        return self.weight * gap * gap, 2.0 * self.weight * gap * sign * slope
+
+    def curvature(self, dose_gy: np.ndarray) -> np.ndarray:
+        return 2.0 * self.weight * self._gap_and_slope(dose_gy)[1] ** 2
 
 
 @dataclass(frozen=True)
@@ -186,6 +233,9 @@ class MinDvh(Objective):
         scale = self.weight / dose_gy.size
         return scale * dot(deficit, deficit), -2.0 * scale * deficit
 
+    def curvature(self, dose_gy: np.ndarray) -> np.ndarray:
+        return _mean_square_curvature(self.weight, dose_gy.size)
+
 
 @dataclass(frozen=True)
 class MaxDvh(Objective):
@@ -205,6 +255,9 @@ class MaxDvh(Objective):
         excess = np.where(dose_gy < d_v, np.maximum(dose_gy - self.reference_gy, 0.0), 0.0)
         scale = self.weight / dose_gy.size
         return scale * dot(excess, excess), 2.0 * scale * excess
+
+    def curvature(self, dose_gy: np.ndarray) -> np.ndarray:
+        return _mean_square_curvature(self.weight, dose_gy.size)
 
 
 def _omega_plus(dose_gy: np.ndarray, threshold_gy: float, volume_fraction: float) -> np.ndarray:
@@ -232,6 +285,9 @@ class HottestOverdose(Objective):
         excess = np.where(omega, dose_gy - self.threshold_gy, 0.0)
         return self.scale * dot(excess, excess), 2.0 * self.scale * excess
 
+    def curvature(self, dose_gy: np.ndarray) -> np.ndarray:
+        return np.full(dose_gy.size, 2.0 * self.scale)
+
 
 @dataclass(frozen=True)
 class TppDoseVolume(Objective):
@@ -246,6 +302,7 @@ class TppDoseVolume(Objective):
     threshold_gy: float
     volume_fraction: float
     weight: float = 1.0
+    needs_outer_iterations: ClassVar[bool] = True
 
     def frozen(self, dose_gy: np.ndarray) -> HottestOverdose:
         count = int(np.count_nonzero(_omega_plus(dose_gy, self.threshold_gy, self.volume_fraction)))
@@ -261,3 +318,9 @@ class TppDoseVolume(Objective):
         excess = np.where(omega, dose_gy - self.threshold_gy, 0.0)
         scale = self.weight / count
         return scale * dot(excess, excess), 2.0 * scale * excess
+
+    def curvature(self, dose_gy: np.ndarray) -> np.ndarray:
+        if self.volume_fraction <= 0:
+            return np.zeros(dose_gy.size)
+        count = hottest_voxel_count(self.volume_fraction, dose_gy.size)
+        return np.full(dose_gy.size, 2.0 * self.weight / count)

@@ -1,4 +1,4 @@
-"""A projected L-BFGS method for min f(x) subject to x ≥ 0, the optimizer's inner iterations.
+"""A projected L-BFGS method for min f(x) subject to x ≥ 0, the optimizer's quasi-Newton iterations.
 
 Why not scipy's L-BFGS-B: its per-call set-up and its BLAS calls cost milliseconds per iteration on a
 busy machine, more than the matrix products themselves at agent resolution; this method uses only a
@@ -13,7 +13,7 @@ projected onto x ≥ 0 and backtracked until the Armijo condition on the project
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,12 +32,19 @@ _RELATIVE_DECREASE_TOLERANCE = 1e-10
 
 @dataclass(frozen=True)
 class InnerRun:
-    """The outcome of one call: the new point, its objective value, and what it cost."""
+    """A point reached, its objective value and projected-gradient norm, and what it cost to get there."""
 
     x: np.ndarray
     value: float
+    projected_gradient_norm: float  # ‖∇f‖ over the variables not held at the bound x = 0
     iterations: int
     evaluations: int
+
+
+def _projected(x: np.ndarray, gradient: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The free variables (off the bound, or pushed off it by the gradient) and the gradient on them."""
+    free = (x > 0) | (gradient < 0)
+    return free, np.where(free, gradient, 0.0)
 
 
 @dataclass
@@ -79,16 +86,17 @@ class ProjectedLbfgs:
             self._pairs.clear()  # the memory no longer gives a descent direction: start afresh
         return -projected, _FIRST_STEP_FRACTION * max(norm(x), 1e-12) / norm(projected)
 
-    def minimize(self, fun: ValueAndGradient, x: np.ndarray, iterations: int) -> InnerRun:
-        """At most ``iterations`` projected quasi-Newton steps on ``fun`` from ``x`` (x ≥ 0)."""
+    def iterate(self, fun: ValueAndGradient, x: np.ndarray) -> Iterator[InnerRun]:
+        """Projected quasi-Newton steps on ``fun`` from ``x`` (x ≥ 0): the start, then each step's result.
+
+        The sequence ends by itself only where no step can lower f — a stationary point to rounding.
+        """
         x = np.maximum(np.asarray(x, dtype=np.float64), 0.0)
         value, gradient = fun(x)
         evaluations, steps = 1, 0
-        while steps < iterations:
-            free = (x > 0) | (gradient < 0)
-            projected = np.where(free, gradient, 0.0)
-            if not np.any(projected):
-                break
+        free, projected = _projected(x, gradient)
+        yield InnerRun(x, value, norm(projected), steps, evaluations)
+        while np.any(projected):
             direction, step = self._step(x, projected, free)
             for _ in range(_BACKTRACKS):
                 trial = np.maximum(x + step * direction, 0.0)
@@ -98,11 +106,19 @@ class ProjectedLbfgs:
                     break
                 step *= 0.5
             else:
-                break  # no decrease along a descent direction: x is optimal to rounding
+                return  # no decrease along a descent direction: x is optimal to rounding
             steps += 1
             self._remember(trial - x, trial_gradient - gradient)
             decrease = value - trial_value
             x, value, gradient = trial, trial_value, trial_gradient
+            free, projected = _projected(x, gradient)
+            yield InnerRun(x, value, norm(projected), steps, evaluations)
             if decrease <= _RELATIVE_DECREASE_TOLERANCE * max(abs(value), 1.0):
+                return
+
+    def minimize(self, fun: ValueAndGradient, x: np.ndarray, iterations: int) -> InnerRun:
+        """At most ``iterations`` projected quasi-Newton steps on ``fun`` from ``x`` (x ≥ 0)."""
+        for run in self.iterate(fun, x):
+            if run.iterations >= iterations:
                 break
-        return InnerRun(x, value, steps, evaluations)
+        return run

@@ -259,7 +259,7 @@ def print_table(report: dict[str, Any]) -> None:
         ("C-shape, 5 beams, 5 mm / 5 mm", "cshape"),
     ]
     header = (
-        f"{'case':<34}{'run':<6}{'engine s':>9}{'fwd ms':>8}{'opt s':>7}{'iters':>7}"
+        f"{'case':<34}{'run':<6}{'engine s':>9}{'fwd ms':>8}{'opt s':>7}{'steps':>7}"
         f"{'beamlets':>9}{'nnz M':>8}{'MB':>8}"
     )
     print(header)
@@ -269,7 +269,7 @@ def print_table(report: dict[str, Any]) -> None:
             run = report[run_name][key]
             print(
                 f"{label:<34}{run_name:<6}{run['dose_engine_s']:>9.2f}{run['forward_dose_ms']:>8.1f}"
-                f"{run['optimization_s']:>7.2f}{run['outer_iterations']:>7d}{run['n_beamlets']:>9d}"
+                f"{run['optimization_s']:>7.2f}{run['inner_iterations']:>7d}{run['n_beamlets']:>9d}"
                 f"{run['nnz'] / 1e6:>8.2f}{run['megabytes']:>8.1f}"
             )
     warm = report["warm"]

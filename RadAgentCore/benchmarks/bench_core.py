@@ -9,7 +9,8 @@ It measures the prostate case (7 beams, 5 mm beamlets, 3 mm dose grid) and a TG-
 processes: the first child runs with an empty numba cache (cold: includes JIT compilation), the second
 with the cache the first filled (warm). When pyRadPlan is importable (see ``pyradplan_reference.py``
 for its environment), the same C-shape goes through pyRadPlan's photon pencil beam in the same run:
-time ratios, a plan-quality comparison and a 3 %/3 mm gamma comparison of the two doses. Last, a
+time ratios, a plan-quality comparison, the 3 %/3 mm gamma of the two optimized plans (plan vs plan)
+and of the two engines given pyRadPlan's beamlets and fluence (engine agreement). Last, a
 9-beam plan of TG-119's C-shape is checked against the TG-119 goals.
 """
 
@@ -209,15 +210,16 @@ def run_child(numba_cache: str, tg119: Path | None, save_dose: Path | None) -> d
 def pyradplan_comparison(
     tg119: Path, radagent_dose_path: Path, radagent_run: dict[str, Any]
 ) -> dict[str, Any]:
-    """Plan the same C-shape with pyRadPlan; compare time, plan quality (both at D95 = 50 Gy) and gamma."""
+    """Plan the same C-shape with pyRadPlan; compare time, plan quality (both at D95 = 50 Gy), the gamma
+    of the two optimized plans (plan vs plan) and the engines' gamma with the same fluence."""
     sys.path.insert(0, str(HERE))
-    from pyradplan_reference import compare_doses, run_pyradplan_cshape
+    from pyradplan_reference import ARRAY_KEYS, compare_doses, engine_agreement, run_pyradplan_cshape
 
     from radagent.evaluate.metrics import evaluate_plan
     from radagent.io.matrad import read_matrad
 
     case = read_matrad(tg119)
-    reference = run_pyradplan_cshape(tg119, CSHAPE_ANGLES, 5.0, 5.0)
+    reference = run_pyradplan_cshape(tg119, CSHAPE_ANGLES, 5.0, 5.0, with_dij=True)
     ours = np.load(radagent_dose_path).astype(np.float64)
     target, core = case.targets[0].name, case.oars[0].name
     quality = {}
@@ -229,13 +231,13 @@ def pyradplan_comparison(
             "target_d10_gy": normalized[target]["d10_gy"],
             "core_d10_gy": normalized[core]["d10_gy"],
         }
-    gamma = compare_doses(case, reference["dose_ct_gy"], ours)
     return {
-        "pyradplan": {key: value for key, value in reference.items() if key not in ("dose_ct_gy", "fluence")},
+        "pyradplan": {key: value for key, value in reference.items() if key not in ARRAY_KEYS},
         "dose_engine_speedup": reference["time_dij_s"] / radagent_run["dose_engine_s"],
         "optimization_speedup": reference["time_opt_s"] / radagent_run["optimization_s"],
         "plan_quality_at_d95_50gy": quality,
-        "gamma": gamma,
+        "gamma_plan_vs_plan": compare_doses(case, reference["dose_ct_gy"], ours),
+        "engine_agreement": engine_agreement(tg119, CSHAPE_ANGLES, 5.0, 5.0, run=reference),
     }
 
 
@@ -296,11 +298,22 @@ def print_table(report: dict[str, Any]) -> None:
                 f"  {name:<10} at D95 = 50 Gy: target D10 {quality['target_d10_gy']:.2f} Gy, "
                 f"core D10 {quality['core_d10_gy']:.2f} Gy"
             )
-        gamma = comparison["gamma"]
+        gamma = comparison["gamma_plan_vs_plan"]
         print(
-            f"gamma {gamma['criteria']}: {gamma['gamma_pass_rate_percent']:.1f} % pass "
-            f"({gamma['gamma_points']} points)"
+            f"plan vs plan (each engine + its optimizer), gamma {gamma['criteria']}: "
+            f"{gamma['gamma_pass_rate_percent']:.1f} % pass ({gamma['gamma_points']} points)"
         )
+        agreement = comparison["engine_agreement"]
+        same = agreement["gamma_same_fluence"]
+        print(
+            f"engine agreement, same fluence ({agreement['n_beamlets']} pyRadPlan beamlets and weights): "
+            f"{same['gamma_pass_rate_percent']:.1f} % gamma 3 %/3 mm "
+            f"({agreement['gamma_same_fluence_2pct_2mm']:.1f} % at 2 %/2 mm; "
+            f"uniform weights {agreement['gamma_same_beamlets_uniform_weights']:.1f} %)"
+        )
+        bands = ", ".join(f"{band} {entry['pass_percent']:.1f}"
+                          for band, entry in same["pass_by_dose_band"].items())
+        print(f"  pass % by dose band: {bands}")
     else:
         print("\npyRadPlan not installed: comparison skipped (see pyradplan_reference.py)")
     nine = report["tg119_nine_beams"]

@@ -12,6 +12,11 @@ The plan: a 6 MV photon plan on matRad's "Generic" machine with pyRadPlan's SVD 
 centre of mass, scipy L-BFGS-B (IPOPT when ipyopt is installed). Objectives are the ones stored in
 matRad's TG119.mat (total dose, 1 fraction): OuterTarget squared deviation to 50 Gy (penalty 1000),
 Core squared overdosing above 25 Gy (300), BODY squared overdosing above 30 Gy (100).
+
+:func:`engine_agreement` compares the two dose engines alone: pyRadPlan's beamlets (its stf ray
+positions, mapped to our beam frame by :func:`stf_beamlets_uv_mm`) and its optimized weights, through
+its dij and through ours computed at the same positions; the plan comparisons compare engine and
+optimizer together.
 """
 
 from __future__ import annotations
@@ -24,7 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy import ndimage
 
+from radagent.beams import BeamGeometry
 from radagent.dose import DoseEngineSettings, compute_dose_influence
 from radagent.evaluate.dvh import dose_on_ct_grid
 from radagent.evaluate.gamma import gamma_pass_rate
@@ -37,6 +44,9 @@ from radagent.patient import Case, Role, Structure
 DEFAULT_ANGLES_DEG = (0.0, 72.0, 144.0, 216.0, 288.0)
 NORMAL_TISSUE = "BODY outside target and core"  # matRad's overlap priorities: BODY loses to Core and target
 DIJ_KEYS = ("dij_matrix", "dose_grid", "dose_grid_rows", "uniform_dose_ct_gy")
+ARRAY_KEYS = ("dose_ct_gy", "fluence", "beamlets_uv_mm", *DIJ_KEYS)  # run entries left out of summaries
+DOSE_BANDS = ((0.1, 0.2), (0.2, 0.5), (0.5, 0.9), (0.9, None))  # fractions of the reference maximum
+SURFACE_BANDS_MM = ((0.0, 10.0), (10.0, 30.0), (30.0, None))  # depth below the body surface
 TG119_OBJECTIVES = {  # name: (pyRadPlan objective class, priority, dose in Gy) as stored in TG119.mat
     "OuterTarget": ("SquaredDeviation", 1000.0, 50.0),
     "Core": ("SquaredOverdosing", 300.0, 25.0),
@@ -57,7 +67,9 @@ def run_pyradplan_cshape(
 
     Returns ``dose_ct_gy``, ``fluence``, ``time_stf_s``, ``time_dij_s``, ``time_opt_s``, ``n_beamlets``,
     ``nnz``, ``iterations``, ``function_evaluations``, ``objective_final`` (pyRadPlan's own, Gy²),
-    ``dose_grid_shape`` and ``solver``; ``with_dij`` adds the arrays in ``DIJ_KEYS``: the dij as
+    ``dose_grid_shape``, ``solver``, ``isocenter_ras``, ``beamlets_uv_mm`` (pyRadPlan's beamlets per
+    beam in our (u, v), see :func:`stf_beamlets_uv_mm`) and ``stf_geometry_diff_mm``; ``with_dij``
+    adds the arrays in ``DIJ_KEYS``: the dij as
     ``dij_matrix`` (rows: flat [k, j, i] of ``dose_grid``, our Grid), pyRadPlan's ``dose_grid_rows``
     per objective structure and ``uniform_dose_ct_gy`` (all beamlet weights 1, on the CT grid).
     """
@@ -117,6 +129,9 @@ def run_pyradplan_cshape(
         "objective_final": float(history[-1]),
         "dose_grid_shape": tuple(int(n) for n in dij.dose_grid.dimensions[::-1]),
         "solver": solver,
+        "isocenter_ras": [float(x) for x in lps_to_ras_matrix()[:3, :3] @ stf.beams[0].iso_center],
+        "beamlets_uv_mm": stf_beamlets_uv_mm(stf),
+        "stf_geometry_diff_mm": stf_geometry_check(stf, case),
     }
     if with_dij:
         # pyRadPlan's own objective voxels: overlap priorities, then nearest-neighbour onto the dose grid
@@ -157,6 +172,44 @@ def _check_same_ct_grid(image: Any, case: Any) -> None:
             f"pyRadPlan grid {size_kji}, origin RAS {origin_ras} differs from ours {case.grid.shape}, "
             f"{case.grid.origin_ras}; the dose cube cannot be mapped voxel for voxel"
         )
+
+
+def stf_beamlets_uv_mm(stf: Any) -> list[np.ndarray]:
+    """pyRadPlan's ray positions, per beam, as our beamlet centres (u, v) at the isocentre (mm).
+
+    matRad's beam's-eye view (pyRadPlan ``geometry.lps``): LPS = R_couch·R_gantry·BEV with R_gantry the
+    counter-clockwise rotation about LPS z, the source at BEV (0, −SAD, 0) and the beam along BEV +y.
+    For a head-first-supine patient at couch 0 that is IEC 61217: BEV x is our u (collimator X), BEV z
+    our v (collimator Y, superior) and BEV y + SAD our w; :func:`stf_geometry_check` checks it per beam
+    and :func:`engine_agreement` on dose. matRad's lattice has a beamlet on the axis (centres at n·bixel).
+    """
+    return [np.array([np.asarray(ray.ray_pos_bev, dtype=np.float64)[[0, 2]] for ray in beam.rays])
+            for beam in stf.beams]
+
+
+def stf_geometry_check(stf: Any, case: Case) -> dict[str, float]:
+    """Largest distances (mm) between pyRadPlan's beams and ours: source and BEV axes, isocentre.
+
+    The axes are compared as points 1000 mm from the isocentre along BEV x → u, y → w, z → v; the
+    isocentre against the case's default (the targets' centroid). Raises if the beams differ.
+    """
+    from pyRadPlan.geometry import get_beam_rotation_matrix
+
+    to_ras = lps_to_ras_matrix()[:3, :3]
+    beam_mm, iso_mm = 0.0, 0.0
+    for beam in stf.beams:
+        if float(beam.couch_angle) != 0.0 or case.patient_position != "HFS":
+            raise RuntimeError("the stf mapping is derived for couch 0 and head-first supine only")
+        iso = to_ras @ np.asarray(beam.iso_center, dtype=np.float64)
+        ours = BeamGeometry(float(beam.gantry_angle), tuple(iso), case.patient_position)
+        rotation = to_ras @ np.asarray(get_beam_rotation_matrix(float(beam.gantry_angle), 0.0), dtype=float)
+        theirs = [iso + to_ras @ np.asarray(beam.source_point, dtype=np.float64), *(1000.0 * rotation.T)]
+        mine = [ours.source_ras, *(1000.0 * np.stack([ours.u_axis_ras, ours.direction_ras, ours.v_axis_ras]))]
+        beam_mm = max(beam_mm, float(np.abs(np.subtract(theirs, mine)).max()))
+        iso_mm = max(iso_mm, float(np.abs(iso - np.asarray(case.isocenter_ras)).max()))
+    if beam_mm > 1e-3:
+        raise RuntimeError(f"pyRadPlan's beam geometry differs from ours by {beam_mm:.3g} mm")
+    return {"source_and_axes": beam_mm, "isocentre_vs_target_centroid": iso_mm}
 
 
 def dose_sanity(dose_ct_gy: np.ndarray, case: Any) -> dict[str, float]:
@@ -236,17 +289,21 @@ def compare_doses(
     dose_criterion: float = 0.03,
     distance_mm: float = 3.0,
     cutoff: float = 0.10,
+    *,
+    diagnostics: bool = False,
 ) -> dict[str, Any]:
     """Global gamma of ``evaluated`` against ``reference`` (both on the case's CT grid, [k, j, i]).
 
     Both doses are first scaled so that their mean target dose equals the prescription, so the gamma
-    compares dose shapes, not the two engines' absolute calibrations.
+    compares dose shapes, not the two engines' absolute calibrations. ``diagnostics`` adds where the
+    points fail: pass rates per dose band and per depth below the body surface, and per structure the
+    pass rate and the dose difference (evaluated − reference, % of the reference maximum).
     """
     target = case.target_mask()
     scaled = [dose * (case.prescription_gy / dose[target].mean())
               for dose in (reference_ct_gy, evaluated_ct_gy)]
     result = gamma_pass_rate(scaled[0], scaled[1], case.grid, dose_criterion, distance_mm, cutoff)
-    return {
+    summary = {
         "gamma_pass_rate_percent": result.pass_rate_percent,
         "gamma_mean": result.mean_gamma,
         "gamma_points": int(result.evaluated.sum()),
@@ -254,6 +311,125 @@ def compare_doses(
         "reference": dose_sanity(scaled[0], case),
         "evaluated": dose_sanity(scaled[1], case),
     }
+    if diagnostics:
+        summary.update(_gamma_diagnostics(case, scaled[0], scaled[1], result))
+    return summary
+
+
+def _gamma_diagnostics(
+    case: Any, reference: np.ndarray, evaluated: np.ndarray, result: Any
+) -> dict[str, Any]:
+    """Pass rates (%, with point counts) by dose band, depth below the body surface and structure."""
+    passed = result.gamma <= 1.0
+    points = result.evaluated
+    maximum = float(reference.max())
+    depth_mm = ndimage.distance_transform_edt(case.body.mask, sampling=case.grid.spacing_mm[::-1])
+
+    def rate(selection: np.ndarray) -> dict[str, float]:
+        selected = points & selection
+        count = int(selected.sum())
+        return {"pass_percent": 100.0 * float(passed[selected].mean()) if count else float("nan"),
+                "points": count}
+
+    def band(values: np.ndarray, low: float, high: float | None) -> np.ndarray:
+        return (values >= low) & (values < high if high is not None else True)
+
+    core = case.structure("Core").mask
+    structures = {"target": case.target_mask(), "core": core,
+                  "rest of body": case.body.mask & ~case.target_mask() & ~core,
+                  "outside body": ~case.body.mask}
+    by_structure = {}
+    for name, mask in structures.items():
+        difference = 100.0 * (evaluated - reference)[mask & points] / maximum
+        by_structure[name] = {**rate(mask), **({
+            "dose_diff_mean_percent": float(difference.mean()),
+            "dose_diff_p1_p99_percent": [float(v) for v in np.percentile(difference, [1, 99])],
+        } if difference.size else {})}
+    return {
+        "pass_by_dose_band": {_band_label(100 * low, None if high is None else 100 * high, "% of max"):
+                              rate(band(reference / maximum, low, high)) for low, high in DOSE_BANDS},
+        "pass_by_depth_below_surface": {_band_label(low, high, "mm"):
+                                        rate(case.body.mask & band(depth_mm, low, high))
+                                        for low, high in SURFACE_BANDS_MM},
+        "by_structure": by_structure,
+    }
+
+
+def _band_label(low: float, high: float | None, unit: str) -> str:
+    """"low–high unit", or "≥ low unit" for an open band."""
+    return f"≥ {low:g} {unit}" if high is None else f"{low:g}–{high:g} {unit}"
+
+
+def engine_agreement(
+    mat_path: str | Path,
+    angles_deg: tuple[float, ...] = DEFAULT_ANGLES_DEG,
+    bixel_mm: float = 5.0,
+    dose_grid_mm: float = 5.0,
+    *,
+    run: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The two dose engines with the SAME fluence: pyRadPlan's beamlets and optimized weights through
+    pyRadPlan's dij and through ours computed at the same beamlet positions and isocentre.
+
+    ``run`` is a :func:`run_pyradplan_cshape` result with ``with_dij`` (made here when None). Both doses
+    go to the CT grid and to the same mean target dose; the gamma is global 3 %/3 mm with a 10 %
+    cutoff (with diagnostics), plus 2 %/2 mm and the uniform-weight (open beamlets) gamma. The
+    ``beamlet_centroids`` check the stf mapping on dose: per beam, for the three beamlets farthest
+    off axis, the centroid of each engine's dose above half the column's maximum, projected to the
+    isocentre plane, against the beamlet's position.
+    """
+    case = read_matrad(mat_path)
+    if run is None:
+        run = run_pyradplan_cshape(mat_path, angles_deg, bixel_mm, dose_grid_mm, with_dij=True)
+    settings = DoseEngineSettings(bixel_mm=bixel_mm, dose_grid_mm=dose_grid_mm)
+    start = time.perf_counter()
+    ours = compute_dose_influence(case, angles_deg, settings, run["isocenter_ras"],
+                                  beamlets_uv_mm=run["beamlets_uv_mm"])
+    time_dij_s = time.perf_counter() - start
+    matrix, fluence = run["dij_matrix"], run["fluence"]
+    if matrix.shape[1] != ours.n_beamlets:
+        raise RuntimeError(f"pyRadPlan has {matrix.shape[1]} beamlets, our dij {ours.n_beamlets}")
+    our_dose = dose_on_ct_grid(ours.dose(fluence), ours.dose_grid, case.grid).astype(np.float64)
+    uniform = np.ones(ours.n_beamlets)
+    our_uniform = dose_on_ct_grid(ours.dose(uniform), ours.dose_grid, case.grid).astype(np.float64)
+    return {
+        "n_beamlets": ours.n_beamlets,
+        "time_radagent_dij_s": time_dij_s,
+        "stf_geometry_diff_mm": run["stf_geometry_diff_mm"],
+        "beamlet_centroids": _beamlet_centroids(matrix, run["dose_grid"], ours, run["beamlets_uv_mm"]),
+        "gamma_same_fluence": compare_doses(case, run["dose_ct_gy"], our_dose, diagnostics=True),
+        "gamma_same_fluence_2pct_2mm": compare_doses(case, run["dose_ct_gy"], our_dose, 0.02, 2.0)[
+            "gamma_pass_rate_percent"],
+        "gamma_same_beamlets_uniform_weights": compare_doses(case, run["uniform_dose_ct_gy"], our_uniform)[
+            "gamma_pass_rate_percent"],
+    }
+
+
+def _beamlet_centroids(
+    matrix: Any, dose_grid: Grid, ours: Any, beamlets_uv_mm: list[np.ndarray], per_beam: int = 3
+) -> dict[str, float]:
+    """Largest |centroid − beamlet position| (mm, at the isocentre) per engine, and between them."""
+    deviations: dict[str, list[float]] = {"pyradplan_vs_position": [], "radagent_vs_position": [],
+                                          "radagent_vs_pyradplan": []}
+    columns = np.cumsum([0] + [len(uv) for uv in beamlets_uv_mm])
+    for info, uv, first in zip(ours.beams, beamlets_uv_mm, columns, strict=False):
+        for index in np.argsort(-np.abs(uv).sum(axis=1))[:per_beam]:
+            centroids = [_projected_centroid(m, grid, first + index, info.geometry)
+                         for m, grid in ((matrix, dose_grid), (ours.matrix, ours.dose_grid))]
+            deviations["pyradplan_vs_position"].append(float(np.abs(centroids[0] - uv[index]).max()))
+            deviations["radagent_vs_position"].append(float(np.abs(centroids[1] - uv[index]).max()))
+            deviations["radagent_vs_pyradplan"].append(float(np.abs(centroids[1] - centroids[0]).max()))
+    return {key: max(values) for key, values in deviations.items()}
+
+
+def _projected_centroid(matrix: Any, grid: Grid, column: int, beam: BeamGeometry) -> np.ndarray:
+    """Dose-weighted (u, v) at the isocentre of one column's entries above half its maximum."""
+    entries = matrix[:, [column]].tocoo()
+    keep = entries.data > 0.5 * entries.data.max()
+    uvw = beam.to_beam_frame(grid.voxel_centers_ras(entries.row[keep]))
+    projected = uvw[:, :2] * (beam.sad_mm / uvw[:, 2:3])
+    weights = entries.data[keep].astype(np.float64)
+    return (projected * weights[:, None]).sum(axis=0) / weights.sum()
 
 
 def optimizer_comparison(case: Case, run: dict[str, Any]) -> tuple[dict[str, Any], np.ndarray]:
@@ -336,10 +512,11 @@ def main() -> None:
     run = run_pyradplan_cshape(mat_path, angles, args.bixel_mm, args.dose_grid_mm, with_dij=True)
     case = read_matrad(mat_path)
     comparison, radagent_optimizer_dose = optimizer_comparison(case, run)
-    summary = {key: value for key, value in run.items()
-               if key not in ("dose_ct_gy", "fluence", *DIJ_KEYS)}
+    summary = {key: value for key, value in run.items() if key not in ARRAY_KEYS}
     summary.update(dose_sanity(run["dose_ct_gy"], case), angles_deg=angles, bixel_mm=args.bixel_mm,
                    dose_grid_mm=args.dose_grid_mm, mat=str(mat_path), **comparison)
+    summary["engine_agreement_same_fluence"] = engine_agreement(
+        mat_path, angles, args.bixel_mm, args.dose_grid_mm, run=run)
     summary["radagent_engine_and_optimizer"] = engine_and_plan_comparison(
         case, run, angles, args.bixel_mm, args.dose_grid_mm)
     args.out.parent.mkdir(parents=True, exist_ok=True)

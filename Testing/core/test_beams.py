@@ -43,6 +43,23 @@ def test_beam_frame_is_orthonormal_and_isocentre_on_axis(angle):
     np.testing.assert_allclose(uvw[0], [0.0, 0.0, 1000.0], atol=1e-9)
 
 
+@pytest.mark.parametrize("angle", [0.0, 72.0, 144.0, 216.0, 288.0, 90.0])
+def test_beam_frame_is_matrads_bev_for_hfs(angle):
+    """matRad / pyRadPlan: LPS = R_gantry·BEV, beam along BEV +y, source at BEV (0, −SAD, 0), R the
+    counter-clockwise rotation about LPS z; so u = BEV x, v = BEV z, w = BEV y + SAD (couch 0, HFS)."""
+    theta = np.deg2rad(angle)
+    rotation = np.array(
+        [[np.cos(theta), -np.sin(theta), 0.0], [np.sin(theta), np.cos(theta), 0.0], [0.0, 0.0, 1.0]]
+    )
+    lps_to_ras = np.diag([-1.0, -1.0, 1.0])
+    beam = BeamGeometry(angle, (5.0, -3.0, 12.0))
+    np.testing.assert_allclose(beam.u_axis_ras, lps_to_ras @ rotation[:, 0], atol=1e-12)
+    np.testing.assert_allclose(beam.direction_ras, lps_to_ras @ rotation[:, 1], atol=1e-12)
+    np.testing.assert_allclose(beam.v_axis_ras, lps_to_ras @ rotation[:, 2], atol=1e-12)
+    source_ras = np.add(beam.isocenter_ras, lps_to_ras @ rotation @ [0.0, -1000.0, 0.0])
+    np.testing.assert_allclose(beam.source_ras, source_ras, atol=1e-9)
+
+
 def test_projection_to_isocentre_plane_is_divergent():
     beam = BeamGeometry(0.0, (0.0, 0.0, 0.0))
     # A point 10 mm lateral (u) and 100 mm beyond the isocentre projects to 10·1000/1100 mm.

@@ -97,6 +97,16 @@ def test_open_field_beamlets_tile_the_field():
         open_field_beamlets(52.0)
 
 
+def test_given_beamlets_must_share_one_lattice(small_case):
+    on_axis = np.array([[0.0, 0.0], [5.0, 0.0], [-5.0, 10.0]])  # matRad's lattice: offset 0
+    influence = compute_dose_influence(small_case, [0.0], beamlets_uv_mm=[on_axis])
+    assert influence.n_beamlets == 3
+    for beamlets, message in (([[0.0, 0.0], [2.5, 0.0]], "one 5.0 mm square lattice"),
+                              ([[0.0, 0.0], [0.0, 0.0]], "duplicate")):
+        with pytest.raises(InputError, match=message):
+            compute_dose_influence(small_case, [0.0], beamlets_uv_mm=[np.array(beamlets)])
+
+
 def test_progress_reports_each_beam_and_cancels(small_case):
     calls = []
     compute_dose_influence(small_case, [0.0, 180.0], progress=lambda f, m: calls.append((f, m)))

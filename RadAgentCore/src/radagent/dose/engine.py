@@ -216,21 +216,30 @@ def target_beamlets(prepared: PreparedCase, beam: BeamGeometry, settings: DoseEn
     return np.stack([low[0] + (cols + 0.5) * bixel, low[1] + (rows + 0.5) * bixel], axis=1)
 
 
-def _beamlet_lattice(beamlet_uv_mm: np.ndarray, bixel_mm: float) -> tuple[np.ndarray, tuple[int, int]]:
-    """(map[v index, u index] → column or −1, lattice index of map[0, 0]) for beamlets on the lattice."""
+def _beamlet_lattice(
+    beamlet_uv_mm: np.ndarray, bixel_mm: float
+) -> tuple[np.ndarray, tuple[int, int], np.ndarray]:
+    """(map[v index, u index] → column or −1, lattice index of map[0, 0], lattice offset) of a beam.
+
+    The beamlets must lie on one square lattice of pitch ``bixel_mm``: centres at (n + offset)·bixel
+    with one offset in [0, 1) per axis, taken from the first beamlet (½ for radagent's own lattices,
+    0 for matRad's and pyRadPlan's, which centre a beamlet on the beam axis).
+    """
     if len(beamlet_uv_mm) == 0:
         raise InputError("a beam needs at least one beamlet")
-    index_float = beamlet_uv_mm / bixel_mm - 0.5
+    offset = np.mod(beamlet_uv_mm[0] / bixel_mm, 1.0)
+    offset[offset > 1.0 - 1e-9] = 0.0
+    index_float = beamlet_uv_mm / bixel_mm - offset
     index = np.round(index_float).astype(np.int64)
     if np.any(np.abs(index_float - index) > 1e-6):
-        raise InputError(f"beamlet centres must lie on the {bixel_mm} mm lattice (n + ½)·bixel")
+        raise InputError(f"beamlet centres must lie on one {bixel_mm} mm square lattice")
     if len(np.unique(index, axis=0)) != len(index):
         raise InputError("duplicate beamlet positions in a beam")
     origin = index.min(axis=0)
     size = index.max(axis=0) - origin + 1
     lattice = np.full((size[1], size[0]), -1, dtype=np.int32)
     lattice[index[:, 1] - origin[1], index[:, 0] - origin[0]] = np.arange(len(index), dtype=np.int32)
-    return lattice, (int(origin[0]), int(origin[1]))
+    return lattice, (int(origin[0]), int(origin[1])), offset
 
 
 @dataclass(frozen=True, eq=False)
@@ -256,7 +265,7 @@ def _count_beam(
     """Place the beamlets, map the dose grid into the beam frame and count the entries per column."""
     dose_grid = prepared.dose_grid
     bixel = settings.bixel_mm
-    beamlet_map, origin = _beamlet_lattice(beamlet_uv_mm, bixel)
+    beamlet_map, origin, offset = _beamlet_lattice(beamlet_uv_mm, bixel)
     axes = np.stack([beam.u_axis_ras, beam.v_axis_ras, beam.direction_ras])
     to_beam = np.zeros((3, 4))
     to_beam[:, :3] = axes @ dose_grid.ijk_to_ras[:3, :3]
@@ -275,6 +284,7 @@ def _count_beam(
             bixel, beam.sad_mm, settings.lateral_cutoff_mm, settings.cutoff_taper_mm,
             min(settings.exact_radius_mm, settings.lateral_cutoff_mm),
             _calibration_gy(model, bixel, settings.lateral_cutoff_mm, settings.cutoff_taper_mm),
+            *offset,
         ]
     )
     lattice = BeamLattice(
@@ -282,13 +292,14 @@ def _count_beam(
         _beam_seed(beam.gantry_deg), int(2 * reach_iso / bixel) + 3,
     )
     ray_step = _ray_step_mm(settings)
+    edge_low = (np.asarray(origin) + offset - 0.5) * bixel  # lower edges of the lattice's bounding box
     return _CountedBeam(
         beam,
         beamlet_uv_mm,
         lattice,
         count_entries(prepared.body_voxels, dose_grid.shape, lattice),
-        np.asarray(origin, dtype=np.float64) * bixel - reach_iso - ray_step,
-        (np.asarray(origin) + beamlet_map.shape[::-1]) * bixel + reach_iso + ray_step,
+        edge_low - reach_iso - ray_step,
+        edge_low + np.array(beamlet_map.shape[::-1]) * bixel + reach_iso + ray_step,
         (w_min, w_max),
     )
 
@@ -386,7 +397,8 @@ def compute_dose_influence(
     """Dose-influence matrix of coplanar beams at ``gantry_angles_deg`` (IEC 61217, degrees).
 
     The isocentre defaults to the targets' centroid; beamlets default to :func:`target_beamlets`, or
-    are given per beam as (n, 2) centres in mm at the isocentre (e.g. :func:`open_field_beamlets`).
+    are given per beam as (n, 2) centres in mm at the isocentre (e.g. :func:`open_field_beamlets`), on
+    a square lattice of pitch ``settings.bixel_mm`` with any offset (matRad's stf positions included).
     All beams are counted first so that the matrix is written once, in place.
     """
     settings = settings or DoseEngineSettings()

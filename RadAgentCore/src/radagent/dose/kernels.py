@@ -181,17 +181,17 @@ def _visit_voxel(
     """Count (``fill`` False) or write the entries of one voxel's row.
 
     Counting adds to ``column_cursor[col]``; filling writes at ``column_cursor[col]`` and advances it.
-    Lateral positions are in beamlet units: beamlet (col, row) is centred at (col, row), the voxel at
-    (x, y) in the isocentre plane.
+    Lateral positions are in beamlet units, relative to the lattice: beamlet (col, row) is centred at
+    (col, row), the voxel at (x, y) in the isocentre plane.
     """
-    bixel, sad, cutoff, taper, exact_radius, calibration = geometry
+    bixel, sad, cutoff, taper, exact_radius, calibration, offset_u, offset_v = geometry
     u, v, w = _voxel_frame(flat, n_j, n_i, to_beam)
     if w <= 0.0:
         return
     to_iso = sad / w
     to_units = to_iso / bixel
-    x = u * to_units - 0.5
-    y = v * to_units - 0.5
+    x = u * to_units - offset_u
+    y = v * to_units - offset_v
     reach = cutoff * to_units
     n_v_map, n_u_map = beamlet_map.shape
     col_lo, col_hi = _span(x, reach, map_origin[0], map_origin[0] + n_u_map - 1)
@@ -214,7 +214,7 @@ def _visit_voxel(
     amplitude = scratch[0, :3]
     if fill:
         sigma = scratch[0, 3:6]
-        depth = _lookup_depth(depth_table, table_geometry, (x + 0.5) * bixel, (y + 0.5) * bixel, w)
+        depth = _lookup_depth(depth_table, table_geometry, u * to_iso, v * to_iso, w)
         _components(params, depth, amplitude, sigma)
         scale = calibration * to_iso * to_iso
         n_cols = col_hi - col_lo + 1
@@ -351,9 +351,11 @@ class BeamLattice:
     """Where one beam's beamlets are and how it meets the dose grid.
 
     ``beamlet_map[row − origin_v, col − origin_u]`` is the column of the beamlet centred at
-    ((col + ½)·bixel, (row + ½)·bixel) in the isocentre plane, or −1; ``to_beam`` maps dose-grid
-    (i, j, k, 1) to beam (u, v, w) in mm; ``geometry`` = (bixel, SAD, cutoff, taper, exact radius,
-    calibration Gy); ``window`` bounds the beamlet columns or rows around one voxel.
+    ((col + offset_u)·bixel, (row + offset_v)·bixel) in the isocentre plane, or −1; ``to_beam`` maps
+    dose-grid (i, j, k, 1) to beam (u, v, w) in mm; ``geometry`` = (bixel, SAD, cutoff, taper, exact
+    radius, calibration Gy, offset_u, offset_v), the lattice offsets in [0, 1) bixel (½ for radagent's
+    own lattices, 0 for matRad's, which have a beamlet centred on the axis); ``window`` bounds the
+    beamlet columns or rows around one voxel.
     """
 
     beamlet_map: np.ndarray

@@ -29,6 +29,12 @@ STRUCTURE_KEYS = {
 FAST = ["--beams", "3", "--bixel-mm", "10", "--dose-grid-mm", "6", "--quiet"]
 
 
+def file_inputs(folder):
+    """The patient-input arguments for the CT + segmentation pair of ``phantom_files``."""
+    ct, seg = folder / "ct.nrrd", folder / "structures.seg.nrrd"
+    return ["--ct", ct, "--structures", seg, "--target", "PTV", "--oar", "Cord", "--prescription", "60"]
+
+
 def run_cli(capsys, *args):
     """Run the CLI in-process; return (exit status, stdout, stderr)."""
     status = main([str(a) for a in args])
@@ -76,23 +82,7 @@ def test_cases_lists_every_built_in_case(capsys):
 def test_plan_from_files_writes_all_outputs(capsys, tmp_path, phantom_files):
     out = tmp_path / "results" / "plan"  # parents are created, as for the README's results/prostate
     status, _, err = run_cli(
-        capsys,
-        "plan",
-        "--ct",
-        phantom_files / "ct.nrrd",
-        "--structures",
-        phantom_files / "structures.seg.nrrd",
-        "--target",
-        "PTV",
-        "--oar",
-        "Cord",
-        "--prescription",
-        "60",
-        "--fractions",
-        "30",
-        "--out",
-        out,
-        *FAST,
+        capsys, "plan", *file_inputs(phantom_files), "--fractions", "30", "--out", out, *FAST
     )
     assert status == 0, err
     assert sorted(p.name for p in out.iterdir()) == [
@@ -127,16 +117,7 @@ def test_plan_from_files_writes_all_outputs(capsys, tmp_path, phantom_files):
         "evaluate",
         "--dose",
         out / "dose.nrrd",
-        "--ct",
-        phantom_files / "ct.nrrd",
-        "--structures",
-        phantom_files / "structures.seg.nrrd",
-        "--target",
-        "PTV",
-        "--oar",
-        "Cord",
-        "--prescription",
-        "60",
+        *file_inputs(phantom_files),
         "--out",
         again,
         "--quiet",

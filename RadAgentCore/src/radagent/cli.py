@@ -280,7 +280,9 @@ class _Progress:
         if not quiet:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=1000, unit="‰", bar_format="{l_bar}{bar}| {elapsed}", file=sys.stderr)
+            self._bar = tqdm(
+                total=1000, unit="‰", bar_format="{l_bar}{bar}| {elapsed}", file=sys.stderr, disable=None
+            )  # disable=None: no bar when stderr is not a terminal (logs, CI)
 
     def __call__(self, fraction: float, message: str) -> bool:
         if self._bar is not None:

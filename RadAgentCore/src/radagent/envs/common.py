@@ -1,0 +1,156 @@
+"""What both planning environments share: case sampling, role mapping, CT-grid evaluation, JSON-lines log."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from radagent.cases import load_case
+from radagent.dose import DoseEngineSettings
+from radagent.errors import InputError
+from radagent.evaluate import PlanEvaluation, RewardWeights, dose_on_ct_grid, evaluate_plan
+from radagent.geometry import Grid
+from radagent.optimize import OptimizerSettings, tpp_oar_names
+from radagent.patient import Case
+from radagent.plan import normalization_factor
+
+__all__ = [
+    "AGENT_ENGINE",
+    "CaseSource",
+    "EnvConfig",
+    "EvaluatedPlan",
+    "Roles",
+    "StepLog",
+    "criteria_records",
+    "evaluate_on_ct",
+]
+
+AGENT_ENGINE = DoseEngineSettings(bixel_mm=5.0, dose_grid_mm=5.0)  # the agents' coarse resolution
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """Settings both environments share: agent resolution, optimizer, reward weights, penalty, log."""
+
+    engine: DoseEngineSettings = AGENT_ENGINE
+    optimizer: OptimizerSettings = field(default_factory=OptimizerSettings)
+    reward_weights: RewardWeights = field(default_factory=RewardWeights)
+    invalid_action_penalty: float = -1.0  # reward of a masked action, which leaves the state unchanged
+    log_path: str | Path | None = None  # JSON lines, one per reset and step, appended
+    cache_megabytes: float = 4000.0  # dose-influence blocks kept across variants
+
+
+@dataclass(frozen=True)
+class Roles:
+    """The structures an environment acts on, by role: the first target and the scored OARs in card order."""
+
+    target: str
+    oars: tuple[str, ...]
+    other_oars: tuple[str, ...]
+
+    @classmethod
+    def of(cls, case: Case, env_name: str, needs_card: bool, oar_count: int | None = None) -> Roles:
+        """Map a case's structures to roles, refusing a case without an OAR, without a score card when
+        one is needed, or with another number of scored OARs than ``oar_count`` (the spaces' size)."""
+        if not case.oars:
+            raise InputError(f"{env_name} needs at least one organ at risk; case '{case.name}' has none")
+        if needs_card and case.protocol.scorecard is None:
+            raise InputError(f"{env_name} needs a score card; case '{case.name}' has none")
+        oars = tpp_oar_names(case)
+        if oar_count is not None and len(oars) != oar_count:
+            raise InputError(
+                f"{env_name} was built for {oar_count} scored OARs; case '{case.name}' has {len(oars)}"
+            )
+        return cls(case.targets[0].name, oars, tuple(o.name for o in case.oars if o.name not in oars))
+
+
+class CaseSource:
+    """The case of each episode: one fixed Case, or a built-in case whose variant is drawn at reset."""
+
+    def __init__(self, case: str | Case, variants: Sequence[int] | None) -> None:
+        if isinstance(case, Case):
+            if variants is not None:
+                raise InputError("variants apply to a built-in case name, not to a Case object")
+            self.name, self.variants = case.name, (0,)
+            self._cases: dict[int, Case] = {0: case}
+        else:
+            self.name = str(case)
+            self.variants = tuple(int(v) for v in (variants if variants is not None else (0,)))
+            if not self.variants:
+                raise InputError("variants must name at least one case variant")
+            self._cases = {self.variants[0]: load_case(self.name, self.variants[0])}  # fails early
+
+    def draw(self, rng: np.random.Generator) -> tuple[int, Case]:
+        """A variant drawn uniformly with ``rng`` (no draw when there is one) and its case."""
+        index = int(rng.integers(len(self.variants))) if len(self.variants) > 1 else 0
+        variant = self.variants[index]
+        if variant not in self._cases:
+            self._cases[variant] = load_case(self.name, variant)
+        return variant, self._cases[variant]
+
+
+@dataclass(frozen=True)
+class EvaluatedPlan:
+    """A plan's dose on the CT grid (normalized to target D95 = p there) and its full evaluation."""
+
+    dose_ct_gy: np.ndarray
+    evaluation: PlanEvaluation
+    normalization: float  # factor applied to the optimizer's (agent-grid normalized) dose
+
+    @property
+    def reward(self) -> float:
+        """The penalty reward R (METHOD §4)."""
+        return self.evaluation.reward
+
+    @property
+    def score(self) -> float:
+        """The score-card score S (0 without a card)."""
+        return float(self.evaluation.score or 0.0)
+
+    @property
+    def smooth_score(self) -> float:
+        """S_smooth (0 without a card)."""
+        return float(self.evaluation.smooth_score or 0.0)
+
+
+def evaluate_on_ct(case: Case, dose_gy: np.ndarray, dose_grid: Grid, weights: RewardWeights) -> EvaluatedPlan:
+    """Resample an agent-grid dose onto the CT grid, renormalize there to D95 = p and evaluate it."""
+    dose_ct = dose_on_ct_grid(dose_gy, dose_grid, case.grid)
+    factor = normalization_factor(case, dose_ct, "optimized")
+    dose_ct *= factor
+    return EvaluatedPlan(dose_ct, evaluate_plan(case, dose_ct, weights), factor)
+
+
+def criteria_records(evaluation: PlanEvaluation) -> list[dict[str, Any]]:
+    """Each criterion's label, value and sub-score (JSON-ready)."""
+    return [
+        {"label": r.criterion.describe(), "value": float(r.value), "subscore": float(r.subscore)}
+        for r in evaluation.criteria
+    ]
+
+
+class StepLog:
+    """Appends one JSON object per line to ``path``; a no-op without a path."""
+
+    def __init__(self, path: str | Path | None) -> None:
+        self._file: IO[str] | None = None
+        if path is not None:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self._file = Path(path).open("a", encoding="utf-8")  # noqa: SIM115 - open for the env's life
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Write ``record`` as one line and flush, so a crashed run keeps its trajectory."""
+        if self._file is not None:
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
+
+    def close(self) -> None:
+        """Close the file."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None

@@ -1,0 +1,239 @@
+"""Planning-parameter environment (METHOD §5): one multiplicative step on one TPP per action.
+
+Actions ``2·e`` and ``2·e + 1`` raise and lower TPP entry ``e`` (vector order of :class:`TPPs`) by the
+sources' factors, clipped to the bounds; one that changes nothing is invalid (masked). Observation: the
+cumulative DVH of the target (p…1.15p) and of each scored OAR in card order (0.6p…1.1p) at 100 levels,
+float32 in [0, 1], optionally followed by the TPPs (t and V as they are, λ as log10 λ). Reward
+ΔS_smooth + 4·ΔS; the fluence is re-optimized from a cold start each step on the agent grid and the
+plan evaluated on the CT grid, which every number in ``info`` and the reward use.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from radagent.beams import equispaced_angles
+from radagent.dose import DoseInfluenceCache
+from radagent.envs.common import (
+    CaseSource,
+    EnvConfig,
+    EvaluatedPlan,
+    Roles,
+    StepLog,
+    criteria_records,
+    evaluate_on_ct,
+)
+from radagent.errors import InputError
+from radagent.evaluate import StructureDoses
+from radagent.geometry import Grid
+from radagent.optimize import StructureInfluence, TPPs, optimize_fluence
+from radagent.patient import Case
+
+__all__ = ["TPPConfig", "TPPEnv"]
+
+StartMode = Literal["default", "random"]
+# (up, down) factors of the sources, per kind (t, λ, V) and structure (target, OAR).
+_FACTORS = (((1.01, 0.91), (1.25, 0.6)), ((1.65, 0.6), (1.65, 0.6)), ((1.25, 0.8), (1.25, 0.8)))
+
+
+@dataclass(frozen=True)
+class TPPConfig(EnvConfig):
+    """TPP-tuning environment settings (METHOD §5 defaults)."""
+
+    angles_deg: tuple[float, ...] = field(default_factory=lambda: equispaced_angles(7))
+    start: StartMode = "default"
+    max_steps: int = 20
+    include_tpps: bool = False
+    dvh_levels: int = 100
+    target_dvh_range: tuple[float, float] = (1.0, 1.15)  # fractions of p
+    oar_dvh_range: tuple[float, float] = (0.6, 1.1)
+    score_weight: float = 4.0  # reward = ΔS_smooth + score_weight·ΔS
+    cached_variants: int = 8  # prepared variants (dose rows) kept in memory
+
+    def __post_init__(self) -> None:
+        if self.start not in ("default", "random"):
+            raise InputError(f"TPP start must be 'default' or 'random', got {self.start!r}")
+        if self.max_steps < 1 or self.dvh_levels < 2 or self.cached_variants < 1:
+            raise InputError("max steps, cached variants must be ≥ 1 and DVH levels ≥ 2")
+
+
+def step_factors(oar_count: int) -> np.ndarray:
+    """(3 + 3N, 2) up/down factors per TPP entry, in vector order."""
+    return np.array([f for kind in _FACTORS for f in (kind[0], *[kind[1]] * oar_count)])
+
+
+@dataclass(frozen=True, eq=False)
+class _Patient:
+    """A variant prepared for tuning: case, roles, dose grid and the structure rows of its fixed beams."""
+
+    variant: int
+    case: Case
+    roles: Roles
+    dose_grid: Grid
+    rows: StructureInfluence
+
+
+class TPPEnv(gym.Env):
+    """Tune the 3 + 3N TPPs of a fixed-beam plan towards the score card's maximum."""
+
+    metadata = {"render_modes": []}  # noqa: RUF012 - gymnasium's class attribute
+
+    def __init__(
+        self,
+        case: str | Case = "prostate",
+        variants: Sequence[int] | None = None,
+        config: TPPConfig | None = None,
+    ) -> None:
+        self.config = config or TPPConfig()
+        self.source = CaseSource(case, variants)
+        self.cache = DoseInfluenceCache(self.config.cache_megabytes)
+        self._log = StepLog(self.config.log_path)
+        self._patients: OrderedDict[int, _Patient] = OrderedDict()
+        first = self._patient(*self.source.draw(np.random.default_rng(0)))
+        self.oar_count = len(first.roles.oars)
+        self.factors = step_factors(self.oar_count)
+        self.action_space = spaces.Discrete(2 * self.factors.shape[0])
+        low = np.zeros((1 + self.oar_count) * self.config.dvh_levels, np.float32)
+        high = np.ones_like(low)
+        if self.config.include_tpps:
+            bounds = [self._features(np.asarray(b)) for b in TPPs.bounds(self.oar_count)]
+            low, high = np.concatenate([low, bounds[0]]), np.concatenate([high, bounds[1]])
+        self.observation_space = spaces.Box(low, high, dtype=np.float32)
+        self._episode = -1
+
+    def _patient(self, variant: int, case: Case) -> _Patient:
+        """Dose rows of the fixed beams for a variant, computed once and kept for a few variants."""
+        if variant not in self._patients:
+            known = next(iter(self._patients.values()), None)
+            roles = Roles.of(case, "TPPEnv", True, len(known.roles.oars) if known is not None else None)
+            influence = self.cache.get(case, self.config.angles_deg, self.config.engine)
+            rows = StructureInfluence.build(
+                influence.matrix, influence.dose_grid, case, [roles.target, *roles.oars]
+            )
+            self._patients[variant] = _Patient(variant, case, roles, influence.dose_grid, rows)
+            while len(self._patients) > self.config.cached_variants:
+                self._patients.popitem(last=False)
+        self._patients.move_to_end(variant)
+        return self._patients[variant]
+
+    def _features(self, values: np.ndarray) -> np.ndarray:
+        """TPPs as observation features: t and V as they are, λ as log10 λ."""
+        features = np.array(values, dtype=np.float64)
+        size = 1 + self.oar_count
+        features[size : 2 * size] = np.log10(features[size : 2 * size])
+        return features.astype(np.float32)
+
+    def _moved(self, action: int) -> TPPs:
+        """The TPPs after ``action`` (clipped to the bounds)."""
+        entry, direction = divmod(int(action), 2)
+        value = self.tpps.values[entry] * self.factors[entry, direction]
+        return self.tpps.with_value(self.tpps.names[entry], value)
+
+    def action_masks(self) -> np.ndarray:
+        """True for the actions that change a TPP (a step clipped to no change is invalid)."""
+        return np.array([self._moved(a).values != self.tpps.values for a in range(self.action_space.n)])
+
+    def action_name(self, action: int) -> str:
+        """E.g. ``lambda_Rectum×1.65``."""
+        entry, direction = divmod(int(action), 2)
+        return f"{self.tpps.names[entry]}×{self.factors[entry, direction]:g}"
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        """Start from the default or a random (seeded) TPP vector on a drawn variant."""
+        super().reset(seed=seed)
+        self._episode += 1
+        self.patient = self._patient(*self.source.draw(self.np_random))
+        oars = self.patient.roles.oars
+        start = TPPs.default(oars) if self.config.start == "default" else TPPs.random(oars, self.np_random)
+        self.tpps = start
+        self._steps = 0
+        self._plan = self._evaluate(start)
+        info = self._info(invalid=False)
+        self._log.write({"event": "reset", **self._record(None, 0.0, info)})
+        return self._observation(), info
+
+    def step(self, action: int):
+        """Apply one TPP step and re-optimize; an invalid one is a penalized no-op flagged in ``info``."""
+        action = int(action)
+        if not self.action_space.contains(action):
+            raise InputError(f"action {action} is outside {self.action_space}")
+        self._steps += 1
+        moved = self._moved(action)
+        valid = moved.values != self.tpps.values
+        reward = self.config.invalid_action_penalty
+        if valid:
+            previous = self._plan
+            self.tpps, self._plan = moved, self._evaluate(moved)
+            reward = (self._plan.smooth_score - previous.smooth_score) + self.config.score_weight * (
+                self._plan.score - previous.score
+            )
+        terminated = self._plan.score >= self._plan.evaluation.score_max - 1e-9
+        truncated = not terminated and self._steps >= self.config.max_steps
+        info = self._info(invalid=not valid)
+        self._log.write({"event": "step", **self._record(action, reward, info)})
+        return self._observation(), float(reward), bool(terminated), truncated, info
+
+    def _evaluate(self, tpps: TPPs) -> EvaluatedPlan:
+        """Optimize from a cold start with these TPPs and evaluate the plan on the CT grid."""
+        patient = self.patient
+        result = optimize_fluence(
+            patient.rows, patient.dose_grid, patient.case, tpps=tpps, settings=self.config.optimizer
+        )
+        return evaluate_on_ct(patient.case, result.dose_gy, patient.dose_grid, self.config.reward_weights)
+
+    def _observation(self) -> np.ndarray:
+        case, roles, levels = self.patient.case, self.patient.roles, self.config.dvh_levels
+        p = case.prescription_gy
+        dvhs = []
+        for name, (low, high) in zip(
+            (roles.target, *roles.oars),
+            (self.config.target_dvh_range, *[self.config.oar_dvh_range] * len(roles.oars)),
+            strict=True,
+        ):
+            doses = StructureDoses.from_mask(name, self._plan.dose_ct_gy, case.structure(name).mask, 1.0)
+            dvhs.append(doses.cumulative_dvh(np.linspace(low * p, high * p, levels)))
+        if self.config.include_tpps:
+            dvhs.append(self._features(self.tpps.as_array()))
+        return np.concatenate(dvhs).astype(np.float32)
+
+    def _info(self, invalid: bool) -> dict[str, Any]:
+        plan = self._plan
+        return {
+            "invalid_action": invalid,
+            "case": self.patient.case.name,
+            "variant": self.patient.variant,
+            "tpps": self.tpps.to_dict(),
+            "score": plan.score,
+            "score_max": plan.evaluation.score_max,
+            "smooth_score": plan.smooth_score,
+            "plan_reward": plan.reward,
+            "metrics": plan.evaluation.to_dict(),
+            "grid": "ct",
+        }
+
+    def _record(self, action: int | None, reward: float, info: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "env": "tpp",
+            "case": info["case"],
+            "episode": self._episode,
+            "step": self._steps,
+            "action": action,
+            "action_name": self.action_name(action) if action is not None else None,
+            "invalid_action": info["invalid_action"],
+            "tpps": info["tpps"],
+            "criteria": criteria_records(self._plan.evaluation),
+            "reward": float(reward),
+            "score": info["score"],
+            "smooth_score": info["smooth_score"],
+        }
+
+    def close(self) -> None:
+        """Close the step log."""
+        self._log.close()

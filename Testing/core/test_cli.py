@@ -197,3 +197,31 @@ def test_tpp_options_reach_the_optimizer(capsys, tmp_path):
         capsys, "plan", "--case", "water", "--tpp", "lambda_Liver=2", "--out", tmp_path / "x", *FAST
     )
     assert status == 2 and "unknown TPP 'lambda_Liver'" in err and not (tmp_path / "x").exists()
+
+
+def test_plan_with_an_agent_records_it_and_refuses_conflicting_choices(capsys, tmp_path):
+    out = tmp_path / "agent"
+    coarse = ["--bixel-mm", "10", "--dose-grid-mm", "8", "--agent-grid-mm", "10", "--quiet"]
+    status, _, err = run_cli(
+        capsys, "plan", "--case", "prostate", "--agent", "equispaced", "--beams", "5", "--out", out, *coarse
+    )
+    assert status == 0, err
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["gantry_angles_deg"] == [0.0, 70.0, 140.0, 220.0, 290.0]  # the template snapped to 10°
+    (agent,) = plan["agents"]
+    assert agent["agent"] == "equispaced" and agent["angles_deg"] == plan["gantry_angles_deg"]
+    assert agent["steps"] == 5 and agent["optimizer_calls"] == 5
+    for extra, message in (
+        (["--agent", "greedy"], "--agent equispaced and --agent greedy both choose the angles"),
+        (["--angles", "0,90,180"], "--angles conflicts with --agent equispaced"),
+        (["--agent", "dqn"], "unknown agent 'dqn'; known agents: random"),
+    ):
+        status, _, err = run_cli(
+            capsys, "plan", "--case", "prostate", "--agent", "equispaced", *extra, "--out", tmp_path / "x"
+        )
+        assert status == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    status, _, err = run_cli(
+        capsys, "plan", "--case", "water", "--agent", "tuner", "--tpp", "t_PTV=1.1", "--out", tmp_path / "x"
+    )
+    assert status == 2 and "--tpp conflicts with --agent tuner" in err
+    assert not (tmp_path / "x").exists()

@@ -16,13 +16,17 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from radagent import __version__
 from radagent.errors import InputError
 from radagent.progress import Cancelled
+
+if TYPE_CHECKING:
+    from radagent.agents import AgentResult, AgentSpec
+    from radagent.patient import Case
 
 __all__ = ["main"]
 
@@ -150,6 +154,21 @@ def _build_parser() -> argparse.ArgumentParser:
         "the others keep the default start)",
     )
     beams.add_argument("--seed", type=_non_negative_int, default=0, help="seed for anything random")
+    agents = plan.add_argument_group("planning agents (see radagent.agents)")
+    agents.add_argument(
+        "--agent",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="an agent that chooses the beams (e.g. greedy; --beams may set their number) or the TPPs "
+        "(e.g. tuner); repeatable, at most one of each kind",
+    )
+    agents.add_argument(
+        "--agent-grid-mm",
+        type=_positive_float,
+        default=5.0,
+        help="beamlet width and dose grid spacing the agents plan on (default 5)",
+    )
     plan.add_argument("--out", type=Path, required=True, help="output folder")
     plan.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -331,7 +350,53 @@ def _command_cases(_: argparse.Namespace) -> int:
     return 0
 
 
+def _plan_agents(args: argparse.Namespace) -> dict[str, AgentSpec]:
+    """The ``--agent`` specs by kind, refusing two of one kind and options the agents would override."""
+    from radagent.agents import get_agent
+
+    specs: dict[str, AgentSpec] = {}
+    for name in args.agent:
+        spec = get_agent(name)
+        if spec.kind in specs:
+            raise InputError(
+                f"--agent {specs[spec.kind].name} and --agent {name} both choose the {spec.kind}; "
+                "give at most one agent of each kind"
+            )
+        specs[spec.kind] = spec
+    if "angles" in specs and args.angles is not None:
+        raise InputError(f"--angles conflicts with --agent {specs['angles'].name}, which chooses the beams")
+    if "tpp" in specs and (args.tpp or args.fluence == "uniform"):
+        option = "--tpp" if args.tpp else "--fluence uniform"
+        raise InputError(f"{option} conflicts with --agent {specs['tpp'].name}, which chooses the TPPs")
+    return specs
+
+
+def _run_agents(
+    specs: dict[str, AgentSpec],
+    args: argparse.Namespace,
+    case: Case,
+    angles: tuple[float, ...],
+    progress: _Progress,
+) -> list[AgentResult]:
+    """Run the angle agent (its beams go to the TPP agent and the plan), then the TPP agent."""
+    from radagent.dose import DoseEngineSettings
+
+    grid = args.agent_grid_mm
+    common = {"seed": args.seed, "engine": DoseEngineSettings(bixel_mm=grid, dose_grid_mm=grid)}
+    results = []
+    if "angles" in specs:
+        beams = {"beams": args.beams} if args.beams is not None else {}
+        results.append(specs["angles"].run(case, specs["angles"].options_type(**common, **beams), progress))
+        angles = results[-1].angles_deg
+    if "tpp" in specs:
+        options = specs["tpp"].options_type(**common, angles_deg=angles)
+        results.append(specs["tpp"].run(case, options, progress))
+    return results
+
+
 def _command_plan(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from radagent.beams import equispaced_angles, parse_angles
     from radagent.dose import DoseEngineSettings
     from radagent.io.nrrd import write_volume
@@ -342,6 +407,7 @@ def _command_plan(args: argparse.Namespace) -> int:
         angles = parse_angles(args.angles) if args.angles is not None else equispaced_angles(args.beams or 7)
     except ValueError as error:
         raise InputError(str(error)) from None
+    specs = _plan_agents(args)
     case = _load_case(args)
     tpps = None
     if args.tpp:
@@ -362,6 +428,10 @@ def _command_plan(args: argparse.Namespace) -> int:
     with _staged_output(args.out) as staging:
         progress = _Progress(args.quiet)
         try:
+            agent_results = _run_agents(specs, args, case, settings.angles_deg, progress)
+            for agent in agent_results:
+                change = {"angles_deg": agent.angles_deg} if agent.kind == "angles" else {"tpps": agent.tpps}
+                settings = dataclasses.replace(settings, **change)
             result = plan_case(case, settings, progress=progress)
         finally:
             progress.close()
@@ -369,7 +439,10 @@ def _command_plan(args: argparse.Namespace) -> int:
         write_volume(staging / "dose.nrrd", result.dose_ct_gy.astype(np.float32), case.grid)
         table = result.evaluation.dvh_table()
         _write_dvh_csv(staging / "dvh.csv", table)
-        _write_json(staging / "plan.json", result.plan_description())
+        description = result.plan_description()
+        if agent_results:
+            description["agents"] = [r.to_dict() for r in agent_results]
+        _write_json(staging / "plan.json", description)
         _write_json(staging / "metrics.json", metrics)
         write_report(
             staging / "report.png",
@@ -382,7 +455,7 @@ def _command_plan(args: argparse.Namespace) -> int:
         plan = metrics["plan"]
         score = f"score {plan['score']:.2f}/{plan['score_max']:g}, " if plan.get("score") is not None else ""
         print(
-            f"{case.name}: {len(angles)} beams, {metrics['dij']['n_beamlets']} beamlets, {score}"
+            f"{case.name}: {len(settings.angles_deg)} beams, {metrics['dij']['n_beamlets']} beamlets, {score}"
             f"reward {plan['reward']:.3f}, {metrics['timing_s']['total']:.1f} s → {args.out}"
         )
     return 0

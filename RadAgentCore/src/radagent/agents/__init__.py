@@ -1,0 +1,18 @@
+"""Planning agents behind one registry (METHOD §5): baselines now, DQN and LLM agents later."""
+
+from radagent.agents.baselines import ExhaustiveOptions, TunerOptions
+from radagent.agents.common import AgentOptions, AgentResult, AngleAgentOptions, TPPAgentOptions
+from radagent.agents.registry import AGENTS, AgentSpec, get_agent, list_agents
+
+__all__ = [
+    "AGENTS",
+    "AgentOptions",
+    "AgentResult",
+    "AgentSpec",
+    "AngleAgentOptions",
+    "ExhaustiveOptions",
+    "TPPAgentOptions",
+    "TunerOptions",
+    "get_agent",
+    "list_agents",
+]

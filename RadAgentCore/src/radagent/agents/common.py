@@ -1,0 +1,103 @@
+"""What every agent shares: its options' common fields, the result it returns, and env lookahead.
+
+Agents act only through the planning environments (``radagent.envs``), so the rewards and scores they
+see and report are the numbers a learning agent sees; each valid environment step is one fluence
+optimization on the agent grid, and every reported number comes from the env's CT-grid evaluation.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, NamedTuple
+
+import gymnasium as gym
+
+from radagent.beams import equispaced_angles
+from radagent.dose import DoseEngineSettings
+from radagent.envs.common import AGENT_ENGINE
+from radagent.optimize import TPPs
+
+__all__ = [
+    "AgentKind",
+    "AgentOptions",
+    "AgentResult",
+    "AngleAgentOptions",
+    "TPPAgentOptions",
+    "Trial",
+    "lookahead",
+]
+
+AgentKind = Literal["angles", "tpp"]
+
+
+@dataclass(frozen=True)
+class AgentOptions:
+    """Settings every agent has: its seed and the agent grid (dose engine) its environment plans on."""
+
+    seed: int = 0
+    engine: DoseEngineSettings = AGENT_ENGINE
+
+
+@dataclass(frozen=True)
+class AngleAgentOptions(AgentOptions):
+    """An angle agent's settings: K beams among candidate angles ``candidate_step_deg`` apart."""
+
+    beams: int = 7
+    candidate_step_deg: float = 10.0
+
+
+@dataclass(frozen=True)
+class TPPAgentOptions(AgentOptions):
+    """A TPP agent's settings: the fixed beams whose TPPs it tunes and where tuning starts."""
+
+    angles_deg: tuple[float, ...] = field(default_factory=lambda: equispaced_angles(7))
+    start: Literal["default", "random"] = "default"
+
+
+@dataclass(frozen=True)
+class AgentResult:
+    """What any agent returns: its final beams / TPPs, the final plan's CT-grid numbers, cost and history.
+
+    ``history[0]`` is the environment's start (action ``None``); each later entry one accepted step.
+    """
+
+    agent: str
+    kind: AgentKind
+    case: str
+    angles_deg: tuple[float, ...]  # chosen by an angle agent; the fixed beams of a TPP agent
+    tpps: TPPs | None  # chosen by a TPP agent; None for an angle agent (plans use the default TPPs)
+    reward: float  # penalty reward R of the final plan
+    score: float | None
+    score_max: float | None
+    steps: int
+    optimizer_calls: int
+    wall_s: float
+    history: list[dict[str, Any]]
+    options: AgentOptions
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dictionary (TPPs as ``{entry: value}``, options as plain values)."""
+        result = asdict(self)
+        result["angles_deg"] = list(self.angles_deg)
+        result["tpps"] = self.tpps.to_dict() if self.tpps is not None else None
+        result["options"] = asdict(self.options)
+        result["wall_s"] = round(self.wall_s, 3)
+        return result
+
+
+class Trial(NamedTuple):
+    """One environment step tried on a copy of the environment: the copy after it, reward and info."""
+
+    action: int
+    env: gym.Env
+    reward: float
+    info: dict[str, Any]
+
+
+def lookahead(env: gym.Env, action: int) -> Trial:
+    """Step a shallow copy of ``env``, leaving ``env`` as it was (steps replace state, never mutate it)."""
+    trial = copy.copy(env)
+    _, reward, _, _, info = trial.step(action)
+    return Trial(int(action), trial, float(reward), info)

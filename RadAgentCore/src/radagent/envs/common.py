@@ -8,10 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import gymnasium as gym
 import numpy as np
 
 from radagent.cases import load_case
-from radagent.dose import DoseEngineSettings
+from radagent.dose import DoseEngineSettings, DoseInfluenceCache
 from radagent.errors import InputError
 from radagent.evaluate import PlanEvaluation, RewardWeights, dose_on_ct_grid, evaluate_plan
 from radagent.geometry import Grid
@@ -24,6 +25,7 @@ __all__ = [
     "CaseSource",
     "EnvConfig",
     "EvaluatedPlan",
+    "PlanningEnv",
     "Roles",
     "StepLog",
     "criteria_records",
@@ -154,3 +156,34 @@ class StepLog:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+class PlanningEnv(gym.Env):
+    """What GantryEnv and TPPEnv share: case source, dose cache, role mapping, action check, step log."""
+
+    metadata = {"render_modes": []}  # noqa: RUF012 - gymnasium's class attribute
+
+    def __init__(self, case: str | Case, variants: Sequence[int] | None, config: EnvConfig) -> None:
+        self.config = config
+        self.source = CaseSource(case, variants)
+        self.cache = DoseInfluenceCache(config.cache_megabytes)
+        self._log = StepLog(config.log_path)
+        self._episode = -1
+
+    def _roles(self, case: Case, known: Roles | None, needs_card: bool) -> Roles:
+        """Roles of a new variant, held to the OAR count of the first one (the spaces' size)."""
+        return Roles.of(case, type(self).__name__, needs_card, len(known.oars) if known is not None else None)
+
+    def _checked(self, action: int) -> int:
+        """The action as an int, refused when it lies outside the action space."""
+        action = int(action)
+        if not self.action_space.contains(action):
+            raise InputError(f"action {action} is outside {self.action_space}")
+        return action
+
+    def _log_event(self, event: str, record: dict[str, Any]) -> None:
+        self._log.write({"event": event, **record})
+
+    def close(self) -> None:
+        """Close the step log."""
+        self._log.close()

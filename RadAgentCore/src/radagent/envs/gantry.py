@@ -15,18 +15,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
 from radagent.beams import BeamGeometry, equispaced_angles
-from radagent.dose import DoseInfluenceCache
 from radagent.envs.common import (
-    CaseSource,
     EnvConfig,
     EvaluatedPlan,
+    PlanningEnv,
     Roles,
-    StepLog,
     criteria_records,
     evaluate_on_ct,
 )
@@ -111,10 +108,8 @@ def _beam_bands(case: Case, grid: Grid, candidates: tuple[float, ...]) -> np.nda
     return bands
 
 
-class GantryEnv(gym.Env):
+class GantryEnv(PlanningEnv):
     """Beam-angle selection, sequential (add one candidate per step) or refinement (move one beam)."""
-
-    metadata = {"render_modes": []}  # noqa: RUF012 - gymnasium's class attribute
 
     def __init__(
         self,
@@ -122,11 +117,8 @@ class GantryEnv(gym.Env):
         variants: Sequence[int] | None = None,
         config: GantryConfig | None = None,
     ) -> None:
-        self.config = config or GantryConfig()
-        self.source = CaseSource(case, variants)
+        super().__init__(case, variants, config or GantryConfig())
         self.candidates = self.config.candidates_deg
-        self.cache = DoseInfluenceCache(self.config.cache_megabytes)
-        self._log = StepLog(self.config.log_path)
         self._patients: dict[int, _Patient] = {}
         first = self._patient(*self.source.draw(np.random.default_rng(0)))
         n, channels = len(self.candidates), first.static.shape[0] + 2
@@ -139,13 +131,12 @@ class GantryEnv(gym.Env):
                 "angles": spaces.MultiBinary(n),
             }
         )
-        self._episode = -1
 
     def _patient(self, variant: int, case: Case) -> _Patient:
         """Precompute a variant once: all candidate beams' dose blocks and the static channels."""
         if variant not in self._patients:
             known = next(iter(self._patients.values()), None)
-            roles = Roles.of(case, "GantryEnv", False, len(known.roles.oars) if known is not None else None)
+            roles = self._roles(case, known.roles if known is not None else None, needs_card=False)
             influence = self.cache.get(case, self.candidates, self.config.engine)
             grid = observation_grid(influence.dose_grid, self.config.observation_shape)
             ct = np.clip(resample(case.ct_hu, case.grid, grid, fill_value=-1000.0) / 1000.0, *_CT_RANGE)
@@ -197,14 +188,12 @@ class GantryEnv(gym.Env):
         else:
             self._dose_obs = np.zeros(self.config.observation_shape, dtype=np.float32)
         info = self._info(invalid=False)
-        self._log.write({"event": "reset", **self._record(None, 0.0, info)})
+        self._log_event("reset", self._record(None, 0.0, info))
         return self._observation(), info
 
     def step(self, action: int):
         """Apply one action; an invalid one is a penalized no-op flagged ``info["invalid_action"]``."""
-        action = int(action)
-        if not self.action_space.contains(action):
-            raise InputError(f"action {action} is outside {self.action_space}")
+        action = self._checked(action)
         self._steps += 1
         valid = bool(self.action_masks()[action])
         reward = self.config.invalid_action_penalty
@@ -222,7 +211,7 @@ class GantryEnv(gym.Env):
         terminated = self.config.mode == "sequential" and len(self._angles) == self.config.beams
         truncated = not terminated and self._steps >= self.config.step_limit
         info = self._info(invalid=not valid)
-        self._log.write({"event": "step", **self._record(action, reward, info)})
+        self._log_event("step", self._record(action, reward, info))
         return self._observation(), float(reward), terminated, truncated, info
 
     def _evaluate(self, angle_indices: list[int]) -> tuple[EvaluatedPlan, np.ndarray]:
@@ -273,7 +262,3 @@ class GantryEnv(gym.Env):
             "plan_reward": info["plan_reward"],
             "score": info["score"],
         }
-
-    def close(self) -> None:
-        """Close the step log."""
-        self._log.close()

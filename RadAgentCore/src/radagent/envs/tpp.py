@@ -15,18 +15,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
 from radagent.beams import equispaced_angles
-from radagent.dose import DoseInfluenceCache
 from radagent.envs.common import (
-    CaseSource,
     EnvConfig,
     EvaluatedPlan,
+    PlanningEnv,
     Roles,
-    StepLog,
     criteria_records,
     evaluate_on_ct,
 )
@@ -80,10 +77,8 @@ class _Patient:
     rows: StructureInfluence
 
 
-class TPPEnv(gym.Env):
+class TPPEnv(PlanningEnv):
     """Tune the 3 + 3N TPPs of a fixed-beam plan towards the score card's maximum."""
-
-    metadata = {"render_modes": []}  # noqa: RUF012 - gymnasium's class attribute
 
     def __init__(
         self,
@@ -91,10 +86,7 @@ class TPPEnv(gym.Env):
         variants: Sequence[int] | None = None,
         config: TPPConfig | None = None,
     ) -> None:
-        self.config = config or TPPConfig()
-        self.source = CaseSource(case, variants)
-        self.cache = DoseInfluenceCache(self.config.cache_megabytes)
-        self._log = StepLog(self.config.log_path)
+        super().__init__(case, variants, config or TPPConfig())
         self._patients: OrderedDict[int, _Patient] = OrderedDict()
         first = self._patient(*self.source.draw(np.random.default_rng(0)))
         self.oar_count = len(first.roles.oars)
@@ -106,13 +98,12 @@ class TPPEnv(gym.Env):
             bounds = [self._features(np.asarray(b)) for b in TPPs.bounds(self.oar_count)]
             low, high = np.concatenate([low, bounds[0]]), np.concatenate([high, bounds[1]])
         self.observation_space = spaces.Box(low, high, dtype=np.float32)
-        self._episode = -1
 
     def _patient(self, variant: int, case: Case) -> _Patient:
         """Dose rows of the fixed beams for a variant, computed once and kept for a few variants."""
         if variant not in self._patients:
             known = next(iter(self._patients.values()), None)
-            roles = Roles.of(case, "TPPEnv", True, len(known.roles.oars) if known is not None else None)
+            roles = self._roles(case, known.roles if known is not None else None, needs_card=True)
             influence = self.cache.get(case, self.config.angles_deg, self.config.engine)
             rows = StructureInfluence.build(
                 influence.matrix, influence.dose_grid, case, [roles.target, *roles.oars]
@@ -156,14 +147,12 @@ class TPPEnv(gym.Env):
         self._steps = 0
         self._plan = self._evaluate(start)
         info = self._info(invalid=False)
-        self._log.write({"event": "reset", **self._record(None, 0.0, info)})
+        self._log_event("reset", self._record(None, 0.0, info))
         return self._observation(), info
 
     def step(self, action: int):
         """Apply one TPP step and re-optimize; an invalid one is a penalized no-op flagged in ``info``."""
-        action = int(action)
-        if not self.action_space.contains(action):
-            raise InputError(f"action {action} is outside {self.action_space}")
+        action = self._checked(action)
         self._steps += 1
         moved = self._moved(action)
         valid = moved.values != self.tpps.values
@@ -177,7 +166,7 @@ class TPPEnv(gym.Env):
         terminated = self._plan.score >= self._plan.evaluation.score_max - 1e-9
         truncated = not terminated and self._steps >= self.config.max_steps
         info = self._info(invalid=not valid)
-        self._log.write({"event": "step", **self._record(action, reward, info)})
+        self._log_event("step", self._record(action, reward, info))
         return self._observation(), float(reward), bool(terminated), truncated, info
 
     def _evaluate(self, tpps: TPPs) -> EvaluatedPlan:
@@ -233,7 +222,3 @@ class TPPEnv(gym.Env):
             "score": info["score"],
             "smooth_score": info["smooth_score"],
         }
-
-    def close(self) -> None:
-        """Close the step log."""
-        self._log.close()

@@ -112,9 +112,9 @@ def tg119_goal_objectives(case) -> list:
 def measure_case(case, angles, bixel_mm: float, dose_grid_mm: float, objectives=None) -> dict[str, Any]:
     """Time the dose engine, the forward dose and the optimization for one plan; evaluate it."""
     from radagent.dose import DoseEngineSettings, compute_dose_influence
-    from radagent.evaluate.metrics import dose_on_ct_grid, evaluate_plan
+    from radagent.evaluate.metrics import evaluate_plan
     from radagent.optimize import OptimizerSettings, TPPs, optimize_fluence, tpp_oar_names
-    from radagent.plan import normalization_factor
+    from radagent.plan import normalized_dose_on_ct
 
     settings = DoseEngineSettings(bixel_mm=bixel_mm, dose_grid_mm=dose_grid_mm)
     start = time.perf_counter()
@@ -141,8 +141,7 @@ def measure_case(case, angles, bixel_mm: float, dose_grid_mm: float, objectives=
     else:
         result = optimize_fluence(influence.matrix, influence.dose_grid, case, objectives=objectives)
     optimization_s = time.perf_counter() - start
-    dose_ct = dose_on_ct_grid(influence.dose_volume(result.weights), influence.dose_grid, case.grid)
-    dose_ct *= normalization_factor(case, dose_ct, "optimized")  # D95 = p on the CT grid, as plan_case does
+    dose_ct, _ = normalized_dose_on_ct(case, influence.dose_volume(result.weights), influence.dose_grid)
     evaluation = evaluate_plan(case, dose_ct).to_dict()
     target, oar = case.targets[0].name, case.oars[0].name
     return {
@@ -311,8 +310,9 @@ def print_table(report: dict[str, Any]) -> None:
             f"({agreement['gamma_same_fluence_2pct_2mm']:.1f} % at 2 %/2 mm; "
             f"uniform weights {agreement['gamma_same_beamlets_uniform_weights']:.1f} %)"
         )
-        bands = ", ".join(f"{band} {entry['pass_percent']:.1f}"
-                          for band, entry in same["pass_by_dose_band"].items())
+        bands = ", ".join(
+            f"{band} {entry['pass_percent']:.1f}" for band, entry in same["pass_by_dose_band"].items()
+        )
         print(f"  pass % by dose band: {bands}")
     else:
         print("\npyRadPlan not installed: comparison skipped (see pyradplan_reference.py)")

@@ -16,6 +16,7 @@ from radagent.dose import DoseEngineSettings, DoseInfluence, DoseInfluenceCache,
 from radagent.errors import InputError
 from radagent.evaluate.dvh import hottest_minimum_gy
 from radagent.evaluate.metrics import PlanEvaluation, dose_on_ct_grid, evaluate_plan
+from radagent.geometry import Grid
 from radagent.optimize import (
     OptimizationResult,
     OptimizerSettings,
@@ -27,7 +28,7 @@ from radagent.optimize import (
 from radagent.patient import Case
 from radagent.progress import ProgressCallback, report, scaled
 
-__all__ = ["PlanResult", "PlanSettings", "normalization_factor", "plan_case"]
+__all__ = ["PlanResult", "PlanSettings", "normalization_factor", "normalized_dose_on_ct", "plan_case"]
 
 FluenceMode = Literal["optimized", "uniform"]
 
@@ -128,6 +129,21 @@ def normalization_factor(case: Case, dose_ct_gy: np.ndarray, fluence: FluenceMod
     return case.prescription_gy / reference
 
 
+def normalized_dose_on_ct(
+    case: Case, dose_gy: np.ndarray, dose_grid: Grid, fluence: FluenceMode = "optimized"
+) -> tuple[np.ndarray, float]:
+    """Resample a dose onto the CT grid and rescale it there (see :func:`normalization_factor`).
+
+    The optimizer normalizes on its own dose grid; reported numbers live on the CT grid, where a thin
+    target's D95 can differ by a few percent, so the final (linear) rescale is done here. Returns the
+    rescaled CT-grid dose and the factor, which the caller applies to the weights.
+    """
+    dose_ct = dose_on_ct_grid(dose_gy, dose_grid, case.grid)
+    factor = normalization_factor(case, dose_ct, fluence)
+    dose_ct *= factor
+    return dose_ct, factor
+
+
 def plan_case(
     case: Case,
     settings: PlanSettings | None = None,
@@ -165,13 +181,10 @@ def plan_case(
     optimized = time.perf_counter()
 
     report(progress, 0.95, "evaluating the plan on the CT grid")
-    dose_volume = influence.dose_volume(weights)
-    dose_ct = dose_on_ct_grid(dose_volume, influence.dose_grid, case.grid)
-    # The optimizer normalized on its dose grid; reported numbers live on the CT grid, where a thin
-    # target's D95 can differ by a few percent, so the final (linear) rescale is done here.
-    factor = normalization_factor(case, dose_ct, settings.fluence)
+    dose_ct, factor = normalized_dose_on_ct(
+        case, influence.dose_volume(weights), influence.dose_grid, settings.fluence
+    )
     weights = np.asarray(weights) * factor
-    dose_ct *= factor
     evaluation = evaluate_plan(case, dose_ct)
     finished = time.perf_counter()
     report(progress, 1.0, "plan done")

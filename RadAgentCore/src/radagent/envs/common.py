@@ -14,11 +14,11 @@ import numpy as np
 from radagent.cases import load_case
 from radagent.dose import DoseEngineSettings, DoseInfluenceCache
 from radagent.errors import InputError
-from radagent.evaluate import PlanEvaluation, RewardWeights, dose_on_ct_grid, evaluate_plan
+from radagent.evaluate import PlanEvaluation, RewardWeights, evaluate_plan
 from radagent.geometry import Grid
 from radagent.optimize import OptimizerSettings, tpp_oar_names
 from radagent.patient import Case
-from radagent.plan import normalization_factor
+from radagent.plan import normalized_dose_on_ct
 
 __all__ = [
     "AGENT_ENGINE",
@@ -122,9 +122,7 @@ class EvaluatedPlan:
 
 def evaluate_on_ct(case: Case, dose_gy: np.ndarray, dose_grid: Grid, weights: RewardWeights) -> EvaluatedPlan:
     """Resample an agent-grid dose onto the CT grid, renormalize there to D95 = p and evaluate it."""
-    dose_ct = dose_on_ct_grid(dose_gy, dose_grid, case.grid)
-    factor = normalization_factor(case, dose_ct, "optimized")
-    dose_ct *= factor
+    dose_ct, factor = normalized_dose_on_ct(case, dose_gy, dose_grid)
     return EvaluatedPlan(dose_ct, evaluate_plan(case, dose_ct, weights), factor)
 
 

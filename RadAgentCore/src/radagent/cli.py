@@ -1,4 +1,4 @@
-"""The ``radagent`` command line: list built-in cases, plan a case, evaluate a dose.
+"""The ``radagent`` command line: list built-in cases, plan a case, train and compare agents, evaluate a dose.
 
 Every bad input ends in one line on stderr and exit status 2; outputs are staged in a temporary folder
 and moved into ``--out`` only when all of them are written, so a failed run leaves nothing behind.
@@ -128,6 +128,16 @@ def _add_case_inputs(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_experiment_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--start", choices=("default", "random"), default="default", help="TPP env: where tuning starts"
+    )
+    parser.add_argument("--seed", type=_non_negative_int, default=0, help="seed (default 0)")
+    parser.add_argument(
+        "--agent-grid-mm", type=_positive_float, default=5.0, help="agent beamlet width and dose grid (5)"
+    )
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="radagent", description="Photon IMRT planning for AI agents.")
     parser.add_argument("--version", action="version", version=f"radagent {__version__}")
@@ -171,6 +181,41 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     plan.add_argument("--out", type=Path, required=True, help="output folder")
     plan.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    train = commands.add_parser("train", help="train a DQN agent on variants of a built-in case")
+    train.add_argument("--env", choices=("gantry", "tpp"), required=True, help="environment to train on")
+    train.add_argument("--case", default="prostate", help="built-in case family (default prostate)")
+    train.add_argument("--variants", default="0-29", help="training variants, e.g. 0-29 (default)")
+    budget = train.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--episodes", type=_positive_int, help="training budget in episodes")
+    budget.add_argument("--steps", type=_positive_int, help="training budget in environment steps")
+    _add_experiment_options(train)
+    train.add_argument("--include-tpps", action="store_true", help="TPP env: TPPs in the observation")
+    train.add_argument(
+        "--hp",
+        type=_tpp,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a DQN hyperparameter, e.g. learning_rate=1e-3, gamma=0.9, double_dqn=0 (repeatable)",
+    )
+    train.add_argument("--threads", type=_positive_int, default=1, help="torch CPU threads (default 1)")
+    train.add_argument("--resume", action="store_true", help="continue the training run in --out")
+    train.add_argument("--out", type=Path, required=True, help="folder for the checkpoint and training log")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    compare = commands.add_parser("compare", help="compare agents on variants of a built-in case")
+    compare.add_argument("--env", choices=("gantry", "tpp"), required=True, help="environment of the agents")
+    compare.add_argument("--case", default="prostate", help="built-in case family (default prostate)")
+    compare.add_argument("--variants", default="30-39", help="evaluation variants (default 30-39)")
+    compare.add_argument(
+        "--agents",
+        required=True,
+        help="comma-separated agents; a DQN agent may name a checkpoint folder, e.g. dqn-gantry:runs/g1",
+    )
+    _add_experiment_options(compare)
+    compare.add_argument("--out", type=Path, required=True, help="output folder for the tables and plot")
+    compare.add_argument("--quiet", action="store_true", help="no progress bar")
 
     evaluate = commands.add_parser("evaluate", help="evaluate a dose volume against the structures")
     _add_case_inputs(evaluate)
@@ -485,9 +530,135 @@ def _command_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _hyperparameters(env: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The environment's default DQN hyperparameters with the command line's budget and ``--hp``."""
+    from dataclasses import fields
+
+    from radagent.agents.dqn import DQNConfig, default_hyperparameters
+
+    values = default_hyperparameters(env) | {"seed": args.seed, "torch_threads": args.threads}
+    values |= {"total_steps": args.steps, "total_episodes": args.episodes}
+    fixed = ("seed", "torch_threads", "total_steps", "total_episodes", "hidden", "device")
+    types = {f.name: str(f.type) for f in fields(DQNConfig) if f.name not in fixed}
+    for name, value in args.hp:
+        if name not in types:
+            raise InputError(f"--hp {name}: not a DQN hyperparameter (known: {', '.join(types)})")
+        kind = types[name]
+        values[name] = bool(value) if kind == "bool" else int(value) if kind == "int" else value
+    return values
+
+
+def _command_train(args: argparse.Namespace) -> int:
+    import time
+
+    try:
+        from radagent.agents.dqn import DQNConfig, train_dqn
+    except ImportError as error:
+        raise InputError(
+            f"training needs torch ({error.name} is missing): pip install 'radagent[learn]'"
+        ) from None
+    from radagent.experiments import make_env, parse_variants, plot_learning_curves
+
+    variants = parse_variants(args.variants)
+    config = DQNConfig(**_hyperparameters(args.env, args))
+    if args.out.exists() and not args.out.is_dir():
+        raise InputError(f"--out {args.out} exists and is not a folder")
+    if args.resume and not (args.out / "training_state.pt").is_file():
+        raise InputError(f"--resume: {args.out} holds no training run to continue")
+    if not args.resume and args.out.is_dir() and any(args.out.iterdir()):
+        raise InputError(f"--out {args.out} is not empty; use --resume to continue a run there")
+    env = make_env(
+        args.env,
+        args.case,
+        variants,
+        grid_mm=args.agent_grid_mm,
+        start=args.start,
+        include_tpps=args.include_tpps,
+    )
+    run_info = {
+        "case": args.case,
+        "variants": args.variants,
+        "command": "radagent " + " ".join(sys.argv[1:]),
+        "radagent": __version__,
+    }
+    progress = _Progress(args.quiet)
+    start = time.perf_counter()
+    try:
+        checkpoint = train_dqn(
+            env, config, args.out, resume=args.resume, run_info=run_info, progress=progress
+        )
+    finally:
+        progress.close()
+        env.close()
+    curve = args.out / "learning_curve.png"
+    plot_learning_curves({f"dqn-{args.env}": args.out / "train_log.jsonl"}, curve, args.env)
+    training = checkpoint.record["training"]
+    if not args.quiet:
+        print(
+            f"dqn-{args.env}: {training['step']} steps, {training['episode']} episodes, "
+            f"{time.perf_counter() - start:.0f} s → {args.out}"
+        )
+    return 0
+
+
+def _command_compare(args: argparse.Namespace) -> int:
+    from radagent.agents.learned import shipped_checkpoint
+    from radagent.cases import load_case
+    from radagent.experiments import (
+        comparison_rows,
+        parse_agents,
+        parse_variants,
+        plot_learning_curves,
+        run_comparison,
+        write_comparison,
+    )
+
+    variants = parse_variants(args.variants)
+    agents = parse_agents(args.agents, args.env)
+    load_case(args.case, variants[0])  # an unknown case fails before any agent runs
+    with _staged_output(args.out) as staging:
+        progress = _Progress(args.quiet)
+        try:
+            results = run_comparison(
+                agents,
+                args.case,
+                variants,
+                grid_mm=args.agent_grid_mm,
+                start=args.start,
+                seed=args.seed,
+                progress=progress,
+            )
+        finally:
+            progress.close()
+        meta = {
+            "env": args.env,
+            "case": args.case,
+            "variants": args.variants,
+            "agents": [a.label for a in agents],
+            "start": args.start,
+            "seed": args.seed,
+            "agent_grid_mm": args.agent_grid_mm,
+            "radagent": __version__,
+        }
+        write_comparison(staging, args.env, comparison_rows(results), meta)
+        logs = {}
+        for agent in agents:
+            if agent.name.startswith("dqn-"):
+                folder = Path(agent.checkpoint) if agent.checkpoint else shipped_checkpoint(args.env)
+                if (folder / "train_log.jsonl").is_file():
+                    logs[agent.label] = folder / "train_log.jsonl"
+        if logs:
+            plot_learning_curves(logs, staging / "learning_curve.png", args.env)
+    if not args.quiet:
+        print((args.out / "comparison.md").read_text())
+    return 0
+
+
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "cases": _command_cases,
     "plan": _command_plan,
+    "train": _command_train,
+    "compare": _command_compare,
     "evaluate": _command_evaluate,
 }
 

@@ -1,7 +1,8 @@
-"""Planning agents behind one registry (METHOD §5): baselines now, DQN and LLM agents later."""
+"""Planning agents behind one registry (METHOD §5): baselines, DQN; LLM agents later."""
 
 from radagent.agents.baselines import ExhaustiveOptions, TunerOptions
 from radagent.agents.common import AgentOptions, AgentResult, AngleAgentOptions, TPPAgentOptions
+from radagent.agents.learned import DQNGantryOptions, DQNTPPOptions
 from radagent.agents.registry import AGENTS, AgentSpec, get_agent, list_agents
 
 __all__ = [
@@ -10,6 +11,8 @@ __all__ = [
     "AgentResult",
     "AgentSpec",
     "AngleAgentOptions",
+    "DQNGantryOptions",
+    "DQNTPPOptions",
     "ExhaustiveOptions",
     "TPPAgentOptions",
     "TunerOptions",

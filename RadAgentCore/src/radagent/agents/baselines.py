@@ -42,9 +42,10 @@ _TOLERANCE = 1e-9  # a score change smaller than this is no improvement
 
 @dataclass(frozen=True)
 class ExhaustiveOptions(AngleAgentOptions):
-    """Exhaustive search defaults: 3 beams among candidates every 40° (C(9, 3) = 84 plans)."""
+    """Exhaustive search defaults: 7 beams among candidates every 40° (C(9, 7) = 36 plans, like the other
+    angle agents' K = 7, so its R bounds theirs on that candidate set)."""
 
-    beams: int = 3
+    beams: int = 7
     candidate_step_deg: float = 40.0
 
 
@@ -102,6 +103,7 @@ class _AngleEpisode:
             history=self.history,
             options=self.options,
             note=note,
+            metrics=self.info["metrics"],
         )
 
 
@@ -172,7 +174,7 @@ def run_exhaustive(
 ) -> AgentResult:
     """Every K-subset of the candidates, built depth first sharing prefixes; the best R is a bound.
 
-    Costs one optimization per prefix-tree node: Σₖ C(n − K + k, k) for k = 1…K (119 for C(9, 3)).
+    Costs one optimization per prefix-tree node: Σₖ C(n − K + k, k) for k = 1…K (119 for C(9, 7)).
     """
     episode = _AngleEpisode(case, options)
     count, beams = len(episode.env.candidates), options.beams
@@ -254,6 +256,7 @@ def run_tuner(
         wall_s=time.perf_counter() - start,
         history=history,
         options=options,
+        metrics=info["metrics"],
     )
 
 

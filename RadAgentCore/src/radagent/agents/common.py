@@ -76,10 +76,13 @@ class AgentResult:
     history: list[dict[str, Any]]
     options: AgentOptions
     note: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict, repr=False)  # final plan's CT-grid evaluation
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dictionary (TPPs as ``{entry: value}``, options as plain values)."""
+        """JSON-ready dictionary (TPPs as ``{entry: value}``, options as plain values); without the final
+        plan's metrics, which the caller reports once for the plan it builds from the result."""
         result = asdict(self)
+        del result["metrics"]
         result["angles_deg"] = list(self.angles_deg)
         result["tpps"] = self.tpps.to_dict() if self.tpps is not None else None
         result["options"] = asdict(self.options)

@@ -21,6 +21,7 @@ from radagent.agents.baselines import (
     run_tuner,
 )
 from radagent.agents.common import AgentKind, AgentOptions, AgentResult, AngleAgentOptions, TPPAgentOptions
+from radagent.agents.learned import DQNGantryOptions, DQNTPPOptions, run_dqn_gantry, run_dqn_tpp
 from radagent.errors import InputError
 from radagent.patient import Case
 from radagent.progress import ProgressCallback
@@ -71,6 +72,10 @@ AGENTS: Mapping[str, AgentSpec] = MappingProxyType(
                 "exhaustive", "angles", ExhaustiveOptions, run_exhaustive, "best K-subset of a small set"
             ),
             AgentSpec("tuner", "tpp", TunerOptions, run_tuner, "coordinate-search TPP auto-tuner"),
+            AgentSpec(
+                "dqn-gantry", "angles", DQNGantryOptions, run_dqn_gantry, "trained DQN, one beam per step"
+            ),
+            AgentSpec("dqn-tpp", "tpp", DQNTPPOptions, run_dqn_tpp, "trained DQN, one TPP step per step"),
         )
     }
 )

@@ -1,0 +1,612 @@
+"""Deep Q-learning for the planning environments (METHOD §5), in the single-file style of CleanRL.
+
+Replay buffer, target network, linearly decaying ε-greedy, invalid actions masked when acting and in
+the bootstrap target's max, optional Double-DQN. The gantry observation goes through a small 3D CNN
+(:class:`VolumeQNetwork`), the TPP DVH vector through an MLP (:class:`VectorQNetwork`).
+
+A checkpoint is a folder: ``model.pt`` (the Q-network's ``state_dict``) and ``checkpoint.json`` (the
+network's constructor arguments, the hyperparameters and the environment spec it was trained for).
+Training also keeps ``training_state.pt`` (target network, optimizer, counters and random states) so a
+run can be resumed; the replay buffer is not saved and refills after a resume. This module imports
+torch; the rest of the package does not.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from radagent.envs import GantryEnv, TPPEnv
+from radagent.errors import InputError
+from radagent.progress import ProgressCallback, report
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "Checkpoint",
+    "DQNConfig",
+    "ReplayBuffer",
+    "VectorQNetwork",
+    "VolumeQNetwork",
+    "default_hyperparameters",
+    "env_spec",
+    "greedy_action",
+    "load_checkpoint",
+    "save_checkpoint",
+    "train_dqn",
+]
+
+CHECKPOINT_FORMAT = 1
+EnvName = Literal["gantry", "tpp"]
+PlanningEnvType = GantryEnv | TPPEnv
+
+
+@dataclass(frozen=True)
+class DQNConfig:
+    """DQN hyperparameters (CleanRL's names). Training ends after ``total_steps`` environment steps or
+    ``total_episodes`` episodes, whichever is set and comes first; ε decays with that progress."""
+
+    total_steps: int | None = 20_000
+    total_episodes: int | None = None
+    learning_rate: float = 5e-4
+    buffer_size: int = 20_000
+    batch_size: int = 64
+    gamma: float = 0.95
+    target_update_every: int = 250  # environment steps between hard target-network updates
+    start_epsilon: float = 1.0
+    end_epsilon: float = 0.05
+    exploration_fraction: float = 0.5  # of total_steps over which ε decays linearly
+    learning_starts: int = 500
+    train_frequency: int = 1
+    gradient_steps: int = 1  # gradient updates per training step
+    double_dqn: bool = True
+    hidden: tuple[int, ...] = (256, 256)
+    max_grad_norm: float = 10.0
+    seed: int = 0
+    device: str = "auto"  # "auto": CUDA when available, else CPU
+    torch_threads: int = 1  # CPU threads torch uses; part of what makes a run reproducible
+    checkpoint_every: int = 2_000  # environment steps between checkpoints written during training
+
+    def __post_init__(self) -> None:
+        if self.total_steps is None and self.total_episodes is None:
+            raise InputError("give the DQN a budget: total_steps or total_episodes")
+        for name in ("total_steps", "total_episodes"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise InputError(f"DQN setting {name} must be ≥ 1, got {getattr(self, name)}")
+        positive = ("buffer_size", "batch_size", "target_update_every", "train_frequency")
+        for name in (*positive, "gradient_steps", "torch_threads", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise InputError(f"DQN setting {name} must be ≥ 1, got {getattr(self, name)}")
+        if not 0.0 <= self.gamma <= 1.0:
+            raise InputError(f"gamma must lie in [0, 1], got {self.gamma}")
+        if not 0.0 <= self.end_epsilon <= self.start_epsilon <= 1.0:
+            raise InputError("ε must satisfy 0 ≤ end_epsilon ≤ start_epsilon ≤ 1")
+        if not 0.0 < self.exploration_fraction <= 1.0 or self.learning_rate <= 0:
+            raise InputError("exploration_fraction must lie in (0, 1] and learning_rate be positive")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise InputError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
+
+    def progress(self, step: int, episode: int) -> float:
+        """Fraction of the training budget used after ``step`` steps and ``episode`` episodes."""
+        done = [step / self.total_steps] if self.total_steps is not None else []
+        done += [episode / self.total_episodes] if self.total_episodes is not None else []
+        return max(done)
+
+    def epsilon(self, progress: float) -> float:
+        """ε at training ``progress``: linear from start to end over the exploration fraction."""
+        fraction = min(1.0, progress / self.exploration_fraction)
+        return self.start_epsilon + (self.end_epsilon - self.start_epsilon) * fraction
+
+    def torch_device(self) -> torch.device:
+        """The device to train on."""
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise InputError("device 'cuda' was asked for but torch sees no CUDA device")
+        return torch.device(self.device)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> DQNConfig:
+        """Rebuild from :func:`dataclasses.asdict` output (JSON lists back to tuples)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in known})
+
+
+def default_hyperparameters(env: str) -> dict[str, Any]:
+    """The hyperparameters the shipped agents were trained with, per environment (overridable)."""
+    if env == "gantry":  # 7-step episodes of ~0.5 MB observations: a smaller buffer, no discount
+        return {
+            "gamma": 1.0,
+            "buffer_size": 6_000,
+            "batch_size": 32,
+            "learning_starts": 300,
+            "target_update_every": 200,
+        }
+    # ~0.2–1 s per step (one cold-start optimization): few transitions, so several updates per step
+    return {
+        "gamma": 0.9,
+        "learning_rate": 1e-3,
+        "hidden": (128, 128),
+        "buffer_size": 20_000,
+        "learning_starts": 200,
+        "gradient_steps": 4,
+        "exploration_fraction": 0.4,
+        "target_update_every": 100,
+    }
+
+
+# ---------------------------------------------------------------------------------------------------
+# Q-networks
+
+
+class VectorQNetwork(nn.Module):
+    """MLP from the TPP environment's DVH (+ TPP) vector to one Q-value per action."""
+
+    def __init__(self, obs_size: int, actions: int, hidden: tuple[int, ...] = (256, 256)) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = obs_size
+        for size in hidden:
+            layers += [nn.Linear(width, size), nn.ReLU()]
+            width = size
+        layers.append(nn.Linear(width, actions))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Q-values ``(batch, actions)``."""
+        return self.net(obs["vector"])
+
+
+class VolumeQNetwork(nn.Module):
+    """3D CNN over the gantry observation's channels, joined with the chosen-angle vector, to Q-values.
+
+    The volume is first average-pooled by ``pool`` (2: 16×32×32 → 8×16×16), which makes an update
+    ~10× cheaper on CPU; the beams' dose bands and organs stay several voxels wide at that size.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        shape: tuple[int, int, int],
+        angles: int,
+        actions: int,
+        hidden: int = 256,
+        pool: int = 2,
+    ) -> None:
+        super().__init__()
+        self.encoder = nn.Sequential(
+            nn.AvgPool3d(pool, ceil_mode=True),
+            nn.Conv3d(channels, 16, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv3d(16, 32, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv3d(32, 32, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Flatten(),
+        )
+        with torch.no_grad():
+            features = self.encoder(torch.zeros(1, channels, *shape)).shape[1]
+        self.head = nn.Sequential(nn.Linear(features + angles, hidden), nn.ReLU(), nn.Linear(hidden, actions))
+
+    def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Q-values ``(batch, actions)``."""
+        return self.head(torch.cat([self.encoder(obs["volume"]), obs["angles"]], dim=1))
+
+
+def build_network(architecture: dict[str, Any]) -> nn.Module:
+    """The Q-network a checkpoint's ``architecture`` record describes."""
+    kind = architecture["type"]
+    if kind == "vector":
+        return VectorQNetwork(
+            architecture["obs_size"], architecture["actions"], tuple(architecture["hidden"])
+        )
+    if kind == "volume":
+        return VolumeQNetwork(
+            architecture["channels"],
+            tuple(architecture["shape"]),
+            architecture["angles"],
+            architecture["actions"],
+            architecture["hidden"],
+            architecture.get("pool", 2),
+        )
+    raise InputError(f"unknown Q-network type {kind!r} in checkpoint")
+
+
+def architecture_for(env: PlanningEnvType, config: DQNConfig) -> dict[str, Any]:
+    """The Q-network shape for ``env``: a 3D CNN for the gantry env, an MLP for the TPP env."""
+    actions = int(env.action_space.n)
+    if isinstance(env, GantryEnv):
+        volume = env.observation_space["volume"].shape
+        return {
+            "type": "volume",
+            "channels": int(volume[0]),
+            "shape": [int(s) for s in volume[1:]],
+            "angles": len(env.candidates),
+            "actions": actions,
+            "hidden": int(config.hidden[0]),
+            "pool": 2,
+        }
+    return {
+        "type": "vector",
+        "obs_size": int(env.observation_space.shape[0]),
+        "actions": actions,
+        "hidden": [int(h) for h in config.hidden],
+    }
+
+
+# ---------------------------------------------------------------------------------------------------
+# Environment spec: what a checkpoint must match
+
+
+def env_spec(env: PlanningEnvType) -> dict[str, Any]:
+    """What gives the observations and actions their meaning (must match to reuse a network) under
+    ``"strict"``, and what the agent was trained with but may differ (beams of a TPP agent, the agent
+    grid, the case) under ``"info"``."""
+    config = env.config
+    roles = env.roles
+    info = {
+        "case": env.source.name,
+        "target": roles.target,
+        "oars": list(roles.oars),
+        "bixel_mm": config.engine.bixel_mm,
+        "dose_grid_mm": config.engine.dose_grid_mm,
+    }
+    if isinstance(env, GantryEnv):
+        strict = {
+            "env": "gantry",
+            "mode": config.mode,
+            "beams": config.beams,
+            "candidate_step_deg": config.candidate_step_deg,
+            "observation_shape": list(env.observation_space["volume"].shape),
+            "actions": int(env.action_space.n),
+            "scored_oars": len(roles.oars),
+        }
+        return {"strict": strict, "info": info}
+    strict = {
+        "env": "tpp",
+        "actions": int(env.action_space.n),
+        "observation_size": int(env.observation_space.shape[0]),
+        "scored_oars": len(roles.oars),
+        "scorecard": env.scorecard_name,
+        "dvh_levels": config.dvh_levels,
+        "target_dvh_range": list(config.target_dvh_range),
+        "oar_dvh_range": list(config.oar_dvh_range),
+        "include_tpps": config.include_tpps,
+    }
+    info |= {"angles_deg": list(config.angles_deg), "start": config.start, "max_steps": config.max_steps}
+    return {"strict": strict, "info": info}
+
+
+def check_spec(trained: dict[str, Any], env: PlanningEnvType, source: str) -> None:
+    """Refuse an environment whose observations or actions differ from those the network learned."""
+    current = env_spec(env)["strict"]
+    expected = trained["strict"]
+    if expected.get("env") != current["env"]:
+        raise InputError(
+            f"checkpoint {source} is a {expected.get('env')} agent, not a {current['env']} agent"
+        )
+    differences = [
+        f"{key} {expected.get(key)!r} (this case/env: {current.get(key)!r})"
+        for key in sorted(set(expected) | set(current))
+        if expected.get(key) != current.get(key)
+    ]
+    if differences:
+        raise InputError(
+            f"checkpoint {source} was trained for another environment: " + "; ".join(differences)
+        )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Observations as tensors
+
+
+def _as_arrays(obs: Any) -> dict[str, np.ndarray]:
+    """An environment observation as named float32 arrays (``vector``, or ``volume`` and ``angles``)."""
+    if isinstance(obs, dict):
+        return {
+            "volume": np.asarray(obs["volume"], np.float32),
+            "angles": np.asarray(obs["angles"], np.float32),
+        }
+    return {"vector": np.asarray(obs, np.float32)}
+
+
+def _to_tensors(arrays: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: torch.as_tensor(v, dtype=torch.float32, device=device) for k, v in arrays.items()}
+
+
+def greedy_action(network: nn.Module, obs: Any, mask: np.ndarray, device: torch.device) -> int:
+    """The valid action with the highest Q-value."""
+    batch = {k: v[None] for k, v in _as_arrays(obs).items()}
+    with torch.no_grad():
+        q = network(_to_tensors(batch, device))[0].cpu().numpy()
+    return int(np.argmax(np.where(mask, q, -np.inf)))
+
+
+class ReplayBuffer:
+    """Fixed-size ring of transitions with the next state's action mask (for the masked bootstrap).
+
+    Volumes are stored as float16 (a gantry observation is ~0.5 MB in float32) to fit tens of
+    thousands of transitions in memory; vectors stay float32.
+    """
+
+    def __init__(self, capacity: int, example: dict[str, np.ndarray], actions: int, seed: int) -> None:
+        self.capacity, self.size, self.position = capacity, 0, 0
+        self.rng = np.random.default_rng(seed)
+
+        def storage(value: np.ndarray) -> np.ndarray:
+            dtype = np.float16 if value.ndim > 1 else np.float32
+            return np.zeros((capacity, *value.shape), dtype)
+
+        self.obs = {k: storage(v) for k, v in example.items()}
+        self.next_obs = {k: storage(v) for k, v in example.items()}
+        self.actions = np.zeros(capacity, np.int64)
+        self.rewards = np.zeros(capacity, np.float32)
+        self.terminated = np.zeros(capacity, np.float32)
+        self.next_masks = np.zeros((capacity, actions), bool)
+
+    def add(
+        self,
+        obs: dict[str, np.ndarray],
+        action: int,
+        reward: float,
+        next_obs: dict[str, np.ndarray],
+        terminated: bool,
+        next_mask: np.ndarray,
+    ) -> None:
+        """Store one transition, overwriting the oldest when full."""
+        n = self.position
+        for key in self.obs:
+            self.obs[key][n] = obs[key]
+            self.next_obs[key][n] = next_obs[key]
+        self.actions[n], self.rewards[n], self.terminated[n] = action, reward, float(terminated)
+        self.next_masks[n] = next_mask
+        self.position = (n + 1) % self.capacity
+        self.size = min(self.size + 1, self.capacity)
+
+    def sample(self, batch_size: int, device: torch.device) -> dict[str, Any]:
+        """A uniform random batch as tensors."""
+        index = self.rng.integers(self.size, size=batch_size)
+        return {
+            "obs": _to_tensors({k: v[index] for k, v in self.obs.items()}, device),
+            "next_obs": _to_tensors({k: v[index] for k, v in self.next_obs.items()}, device),
+            "actions": torch.as_tensor(self.actions[index], device=device),
+            "rewards": torch.as_tensor(self.rewards[index], device=device),
+            "terminated": torch.as_tensor(self.terminated[index], device=device),
+            "next_masks": torch.as_tensor(self.next_masks[index], device=device),
+        }
+
+
+def td_target(
+    batch: dict[str, Any], q_network: nn.Module, target_network: nn.Module, gamma: float, double: bool
+) -> torch.Tensor:
+    """r + γ·(1 − terminated)·Q_target(s', a*), a* the best *valid* next action (by the online network
+    with Double-DQN, else by the target network); a next state without valid actions bootstraps 0."""
+    masks = batch["next_masks"]
+    with torch.no_grad():
+        target_q = target_network(batch["next_obs"])
+        chooser = q_network(batch["next_obs"]) if double else target_q
+        best = chooser.masked_fill(~masks, -torch.inf).argmax(dim=1, keepdim=True)
+        value = target_q.gather(1, best).squeeze(1)
+        value = torch.where(masks.any(dim=1), value, torch.zeros_like(value))
+        return batch["rewards"] + gamma * (1.0 - batch["terminated"]) * value
+
+
+# ---------------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A loaded checkpoint: the Q-network (eval mode, on CPU) and its JSON record."""
+
+    network: nn.Module
+    record: dict[str, Any]
+    path: Path
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        """The environment spec it was trained for."""
+        return self.record["env_spec"]
+
+    def check(self, env: PlanningEnvType) -> None:
+        """Refuse ``env`` when its observations or actions differ from the trained ones."""
+        check_spec(self.spec, env, str(self.path))
+
+
+def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """Write through a temporary sibling and rename, so a crash never leaves half a file."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    write(temporary)
+    os.replace(temporary, path)
+
+
+def save_checkpoint(
+    folder: str | Path, network: nn.Module, architecture: dict[str, Any], record: dict[str, Any]
+) -> None:
+    """Write ``model.pt`` (state_dict) and ``checkpoint.json`` (architecture, hyperparameters, env spec)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in network.state_dict().items()}
+    _write_atomic(folder / "model.pt", lambda p: torch.save(state, p))
+    full = {"format": CHECKPOINT_FORMAT, "architecture": architecture, **record}
+    _write_atomic(folder / "checkpoint.json", lambda p: p.write_text(json.dumps(full, indent=2) + "\n"))
+
+
+def load_checkpoint(folder: str | Path) -> Checkpoint:
+    """Load a checkpoint folder; a missing or malformed one is an InputError naming the problem."""
+    folder = Path(folder)
+    meta, weights = folder / "checkpoint.json", folder / "model.pt"
+    if not meta.is_file() or not weights.is_file():
+        raise InputError(f"checkpoint {folder} needs checkpoint.json and model.pt")
+    try:
+        record = json.loads(meta.read_text())
+    except json.JSONDecodeError as error:
+        raise InputError(f"checkpoint {meta} is not valid JSON: {error.msg}") from None
+    if record.get("format") != CHECKPOINT_FORMAT or "architecture" not in record or "env_spec" not in record:
+        raise InputError(f"checkpoint {meta} is not a radagent DQN checkpoint (format {CHECKPOINT_FORMAT})")
+    network = build_network(record["architecture"])
+    try:
+        network.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    except (RuntimeError, OSError, EOFError) as error:
+        raise InputError(
+            f"checkpoint {weights} does not fit its architecture: {str(error).splitlines()[0]}"
+        ) from None
+    network.eval()
+    return Checkpoint(network, record, folder)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Training
+
+
+def seed_everything(seed: int, threads: int) -> None:
+    """Seed Python, numpy and torch and fix torch's CPU threads: same seed and threads, same run."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.set_num_threads(threads)
+
+
+@dataclass
+class _Trainer:
+    """Training state that a resume restores."""
+
+    step: int = 0
+    episode: int = 0
+    wall_s: float = 0.0
+
+
+def train_dqn(
+    env: PlanningEnvType,
+    config: DQNConfig,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    run_info: dict[str, Any] | None = None,
+    progress: ProgressCallback | None = None,
+) -> Checkpoint:
+    """Train a DQN on ``env`` for ``config.total_steps`` environment steps and write the checkpoint to
+    ``out`` (``train_log.jsonl`` gets one line per episode). With ``resume`` it continues the run in
+    ``out`` from its last saved state. Returns the final checkpoint."""
+    out = Path(out)
+    device = config.torch_device()
+    seed_everything(config.seed, config.torch_threads)
+    architecture = architecture_for(env, config)
+    q_network = build_network(architecture).to(device)
+    target_network = build_network(architecture).to(device)
+    optimizer = torch.optim.Adam(q_network.parameters(), lr=config.learning_rate)
+    trainer = _Trainer()
+    state_path = out / "training_state.pt"
+    if resume:
+        checkpoint = load_checkpoint(out)
+        checkpoint.check(env)
+        if not state_path.is_file():
+            raise InputError(f"cannot resume: {state_path} is missing")
+        saved = torch.load(state_path, map_location=device, weights_only=False)
+        q_network.load_state_dict(checkpoint.network.state_dict())
+        target_network.load_state_dict(saved["target"])
+        optimizer.load_state_dict(saved["optimizer"])
+        trainer = _Trainer(**saved["trainer"])
+        torch.set_rng_state(saved["torch_rng"])
+        rng = np.random.default_rng()
+        rng.bit_generator.state = saved["numpy_rng"]
+        env.np_random = np.random.default_rng()
+        env.np_random.bit_generator.state = saved["env_rng"]
+        obs, _ = env.reset()
+    else:
+        target_network.load_state_dict(q_network.state_dict())
+        rng = np.random.default_rng(config.seed)
+        obs, _ = env.reset(seed=config.seed)
+    spec = env_spec(env)
+    buffer = ReplayBuffer(config.buffer_size, _as_arrays(obs), int(env.action_space.n), config.seed + 1)
+    out.mkdir(parents=True, exist_ok=True)
+    log = (out / "train_log.jsonl").open("a" if resume else "w", encoding="utf-8")
+    start = time.perf_counter() - trainer.wall_s
+    episode_return, episode_steps, losses = 0.0, 0, []
+
+    def save() -> None:
+        trainer.wall_s = time.perf_counter() - start
+        record = {
+            "agent": f"dqn-{spec['strict']['env']}",
+            "hyperparameters": asdict(config),
+            "env_spec": spec,
+            "training": {**asdict(trainer), "device": str(device), **(run_info or {})},
+        }
+        save_checkpoint(out, q_network, architecture, record)
+        state = {
+            "target": target_network.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "trainer": asdict(trainer),
+            "torch_rng": torch.get_rng_state(),
+            "numpy_rng": rng.bit_generator.state,
+            "env_rng": env.np_random.bit_generator.state,
+        }
+        _write_atomic(state_path, lambda p: torch.save(state, p))
+
+    try:
+        while config.progress(trainer.step, trainer.episode) < 1.0:
+            epsilon = config.epsilon(config.progress(trainer.step, trainer.episode))
+            mask = env.action_masks()
+            if rng.random() < epsilon:
+                action = int(rng.choice(np.flatnonzero(mask)))
+            else:
+                action = greedy_action(q_network, obs, mask, device)
+            next_obs, reward, terminated, truncated, info = env.step(action)
+            buffer.add(_as_arrays(obs), action, reward, _as_arrays(next_obs), terminated, env.action_masks())
+            obs = next_obs
+            trainer.step += 1
+            episode_return += reward
+            episode_steps += 1
+
+            if trainer.step > config.learning_starts and trainer.step % config.train_frequency == 0:
+                for _ in range(config.gradient_steps):
+                    batch = buffer.sample(config.batch_size, device)
+                    target = td_target(batch, q_network, target_network, config.gamma, config.double_dqn)
+                    q = q_network(batch["obs"]).gather(1, batch["actions"][:, None]).squeeze(1)
+                    loss = nn.functional.smooth_l1_loss(q, target)
+                    optimizer.zero_grad()
+                    loss.backward()
+                    nn.utils.clip_grad_norm_(q_network.parameters(), config.max_grad_norm)
+                    optimizer.step()
+                    losses.append(loss.item())
+            if trainer.step % config.target_update_every == 0:
+                target_network.load_state_dict(q_network.state_dict())
+
+            if terminated or truncated:
+                record = {
+                    "episode": trainer.episode,
+                    "step": trainer.step,
+                    "variant": info["variant"],
+                    "return": round(episode_return, 6),
+                    "length": episode_steps,
+                    "final_score": info.get("score"),
+                    "final_plan_reward": info.get("plan_reward"),
+                    "epsilon": round(epsilon, 4),
+                    "loss": round(float(np.mean(losses)), 6) if losses else None,
+                    "wall_s": round(time.perf_counter() - start, 2),
+                }
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+                report(
+                    progress,
+                    config.progress(trainer.step, trainer.episode + 1),
+                    f"episode {trainer.episode}: return {episode_return:+.3f}, ε {epsilon:.2f}",
+                )
+                trainer.episode += 1
+                episode_return, episode_steps, losses = 0.0, 0, []
+                obs, _ = env.reset()
+            if trainer.step % config.checkpoint_every == 0:
+                save()
+        save()
+    finally:
+        log.close()
+    return load_checkpoint(out)

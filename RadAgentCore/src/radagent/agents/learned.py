@@ -1,0 +1,179 @@
+"""The DQN agents of the registry (``dqn-gantry``, ``dqn-tpp``): a trained Q-network acting greedily.
+
+Without a ``checkpoint`` option they use the checkpoints shipped in ``radagent/agents/checkpoints``
+(trained on prostate variants 0–29; see the README for the command that reproduces them). torch is
+imported only when one of them runs, so listing agents never needs it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+from radagent.agents.common import AgentResult, AngleAgentOptions, TPPAgentOptions
+from radagent.envs import GantryConfig, GantryEnv, TPPConfig, TPPEnv
+from radagent.errors import InputError
+from radagent.patient import Case
+from radagent.progress import ProgressCallback, report
+
+__all__ = ["DQNGantryOptions", "DQNTPPOptions", "run_dqn_gantry", "run_dqn_tpp", "shipped_checkpoint"]
+
+SHIPPED = {"gantry": "dqn-gantry-prostate", "tpp": "dqn-tpp-prostate"}
+
+
+@dataclass(frozen=True)
+class DQNGantryOptions(AngleAgentOptions):
+    """A gantry DQN: ``checkpoint`` folder (default: the shipped prostate agent)."""
+
+    checkpoint: str | None = None
+
+
+@dataclass(frozen=True)
+class DQNTPPOptions(TPPAgentOptions):
+    """A TPP DQN: ``checkpoint`` folder (default: the shipped prostate agent); at most ``max_steps``."""
+
+    checkpoint: str | None = None
+    max_steps: int = 20
+
+
+def shipped_checkpoint(env: str) -> Path:
+    """The folder of the checkpoint shipped for ``env`` (``gantry`` or ``tpp``)."""
+    return Path(str(files("radagent.agents").joinpath("checkpoints", SHIPPED[env])))
+
+
+def _load(env_name: str, checkpoint: str | None) -> Any:
+    """Import torch lazily and load the checkpoint, with a clear error when torch is missing."""
+    try:
+        from radagent.agents import dqn
+    except ImportError as error:
+        raise InputError(
+            f"the DQN agents need torch ({error.name} is missing): pip install 'radagent[learn]'"
+        ) from None
+    return dqn, dqn.load_checkpoint(checkpoint if checkpoint is not None else shipped_checkpoint(env_name))
+
+
+def _trained_config(record: dict[str, Any], key: str, default: Any) -> Any:
+    return record["env_spec"]["strict"].get(key, default)
+
+
+def _rollout(
+    agent: str,
+    env: GantryEnv | TPPEnv,
+    seed: int,
+    loaded: Any,
+    progress: ProgressCallback | None,
+    record: Any,
+) -> tuple[dict[str, Any], list[dict[str, Any]], int]:
+    """Run one greedy episode; returns the last info, the history and the optimizer calls."""
+    dqn, checkpoint = loaded
+    obs, info = env.reset(seed=seed)
+    checkpoint.check(env)
+    device = dqn.torch.device("cpu")
+    history = [record(None, 0.0, info, env)]
+    done, calls = False, 1 if isinstance(env, TPPEnv) else 0  # the TPP start plan is optimized too
+    limit = env.config.step_limit if isinstance(env, GantryEnv) else env.config.max_steps
+    while not done:
+        report(progress, len(history) / (limit + 1), f"{agent}: step {len(history)}")
+        action = dqn.greedy_action(checkpoint.network, obs, env.action_masks(), device)
+        obs, reward, terminated, truncated, info = env.step(action)
+        calls += 1
+        history.append(record(action, reward, info, env))
+        done = terminated or truncated
+    report(progress, 1.0, f"{agent}: done")
+    return info, history, calls
+
+
+def _angle_record(action: int | None, reward: float, info: dict[str, Any], env: Any) -> dict[str, Any]:
+    return {
+        "action": action,
+        "angles_deg": list(info["angles_deg"]),
+        "reward": reward,
+        "plan_reward": info["plan_reward"],
+        "score": info["score"],
+    }
+
+
+def _tpp_record(action: int | None, reward: float, info: dict[str, Any], env: Any) -> dict[str, Any]:
+    return {
+        "action": action,
+        "action_name": env.action_name(action) if action is not None else None,
+        "tpps": dict(info["tpps"]),
+        "reward": reward,
+        "score": info["score"],
+        "smooth_score": info["smooth_score"],
+        "plan_reward": info["plan_reward"],
+    }
+
+
+def run_dqn_gantry(
+    case: str | Case, options: DQNGantryOptions, progress: ProgressCallback | None = None
+) -> AgentResult:
+    """Choose K beams one by one with the trained Q-network (masked greedy); K optimizations."""
+    start = time.perf_counter()
+    loaded = _load("gantry", options.checkpoint)
+    record = loaded[1].record
+    config = GantryConfig(
+        engine=options.engine,
+        beams=options.beams,
+        candidate_step_deg=options.candidate_step_deg,
+        observation_shape=tuple(_trained_config(record, "observation_shape", [0, 16, 32, 32])[1:]),
+    )
+    env = GantryEnv(case=case, config=config)
+    info, history, calls = _rollout("dqn-gantry", env, options.seed, loaded, progress, _angle_record)
+    env.close()
+    return AgentResult(
+        agent="dqn-gantry",
+        kind="angles",
+        case=info["case"],
+        angles_deg=tuple(info["angles_deg"]),
+        tpps=None,
+        reward=info["plan_reward"],
+        score=info["score"],
+        score_max=info["metrics"]["plan"]["score_max"],
+        steps=len(history) - 1,
+        optimizer_calls=calls,
+        wall_s=time.perf_counter() - start,
+        history=history,
+        options=options,
+        note=f"checkpoint {loaded[1].path.name}",
+        metrics=info["metrics"],
+    )
+
+
+def run_dqn_tpp(
+    case: str | Case, options: DQNTPPOptions, progress: ProgressCallback | None = None
+) -> AgentResult:
+    """Tune TPPs step by step with the trained Q-network until the maximum score or ``max_steps``."""
+    start = time.perf_counter()
+    loaded = _load("tpp", options.checkpoint)
+    record = loaded[1].record
+    config = TPPConfig(
+        engine=options.engine,
+        angles_deg=options.angles_deg,
+        start=options.start,
+        max_steps=options.max_steps,
+        include_tpps=_trained_config(record, "include_tpps", False),
+    )
+    env = TPPEnv(case=case, config=config)
+    info, history, calls = _rollout("dqn-tpp", env, options.seed, loaded, progress, _tpp_record)
+    env.close()
+    return AgentResult(
+        agent="dqn-tpp",
+        kind="tpp",
+        case=info["case"],
+        angles_deg=tuple(options.angles_deg),
+        tpps=env.tpps,
+        reward=info["plan_reward"],
+        score=info["score"],
+        score_max=info["score_max"],
+        steps=len(history) - 1,
+        optimizer_calls=calls,
+        wall_s=time.perf_counter() - start,
+        history=history,
+        options=options,
+        note=f"checkpoint {loaded[1].path.name}",
+        metrics=info["metrics"],
+    )

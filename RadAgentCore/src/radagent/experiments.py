@@ -256,15 +256,15 @@ def read_training_log(path: Path) -> list[dict[str, Any]]:
 
 
 def plot_learning_curves(logs: dict[str, Path], path: Path, env: EnvName, window: int = 50) -> None:
-    """Episode return and the final plan's quality (TPP: score; gantry: reward R) against training
-    steps, raw and as a moving average."""
+    """Episode return and the final plan's score against training steps (``env`` names the
+    environment in the title), raw and as a moving average."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
-    quality_key = "final_score" if env == "tpp" else "final_plan_reward"
+    quality_key = "final_score"  # a gantry episode's return already is its final plan's R
     for label, log_path in logs.items():
         episodes = read_training_log(log_path)
         if not episodes:
@@ -278,12 +278,12 @@ def plot_learning_curves(logs: dict[str, Path], path: Path, env: EnvName, window
             axis.plot(
                 steps[size - 1 :], smooth, color=line.get_color(), label=f"{label} ({size}-episode mean)"
             )
-        axes[1].set_ylabel("final score" if quality_key == "final_score" else "final plan reward R")
+        axes[1].set_ylabel("final plan's score (score card)")
     axes[0].set_ylabel("episode return")
     for axis in axes:
         axis.set_xlabel("environment steps")
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
-    figure.suptitle("DQN training")
+    figure.suptitle(f"DQN training, {env} environment")
     figure.savefig(path, dpi=110)
     plt.close(figure)

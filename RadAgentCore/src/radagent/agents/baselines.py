@@ -19,7 +19,9 @@ from radagent.agents.common import (
     AngleAgentOptions,
     TPPAgentOptions,
     Trial,
+    angle_record,
     lookahead,
+    tpp_record,
 )
 from radagent.beams import equispaced_angles
 from radagent.envs import GantryConfig, GantryEnv, TPPConfig, TPPEnv
@@ -67,7 +69,7 @@ class _AngleEpisode:
         )
         self.env = GantryEnv(case=case, config=config)
         _, self.info = self.env.reset(seed=options.seed)
-        self.history: list[dict[str, Any]] = [_angle_record(None, 0.0, self.info)]
+        self.history: list[dict[str, Any]] = [angle_record(None, 0.0, self.info)]
         self.optimizer_calls = 0
 
     def free_actions(self) -> np.ndarray:
@@ -82,7 +84,7 @@ class _AngleEpisode:
     def accept(self, trial: Trial) -> None:
         """Make a tried step the episode's next step."""
         self.env, self.info = trial.env, trial.info
-        self.history.append(_angle_record(trial.action, trial.reward, trial.info))
+        self.history.append(angle_record(trial.action, trial.reward, trial.info))
 
     def result(self, agent: str, note: str = "") -> AgentResult:
         """The episode's final plan as an :class:`AgentResult`."""
@@ -105,16 +107,6 @@ class _AngleEpisode:
             note=note,
             metrics=self.info["metrics"],
         )
-
-
-def _angle_record(action: int | None, reward: float, info: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "action": action,
-        "angles_deg": list(info["angles_deg"]),
-        "reward": reward,
-        "plan_reward": info["plan_reward"],
-        "score": info["score"],
-    }
 
 
 def _run_sequence(
@@ -225,7 +217,7 @@ def run_tuner(
     )
     env = TPPEnv(case=case, config=config)
     _, info = env.reset(seed=options.seed)
-    history = [_tpp_record(None, "", 0.0, info)]
+    history = [tpp_record(None, "", 0.0, info)]
     calls = 1
     while len(history) <= options.max_moves and info["score"] < info["score_max"] - _TOLERANCE:
         moves = len(history) - 1
@@ -238,7 +230,7 @@ def run_tuner(
         best = max(trials, key=lambda t: (t.info["score"], t.info["smooth_score"]))
         if not _improves(best.info, info):
             break
-        history.append(_tpp_record(best.action, env.action_name(best.action), best.reward, best.info))
+        history.append(tpp_record(best.action, env.action_name(best.action), best.reward, best.info))
         env, info = best.env, best.info
     report(progress, 1.0, "tuner: done")
     env.close()
@@ -258,15 +250,3 @@ def run_tuner(
         options=options,
         metrics=info["metrics"],
     )
-
-
-def _tpp_record(action: int | None, name: str, reward: float, info: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "action": action,
-        "action_name": name or None,
-        "tpps": dict(info["tpps"]),
-        "reward": reward,
-        "score": info["score"],
-        "smooth_score": info["smooth_score"],
-        "plan_reward": info["plan_reward"],
-    }

@@ -25,7 +25,9 @@ __all__ = [
     "AngleAgentOptions",
     "TPPAgentOptions",
     "Trial",
+    "angle_record",
     "lookahead",
+    "tpp_record",
 ]
 
 AgentKind = Literal["angles", "tpp"]
@@ -104,3 +106,27 @@ def lookahead(env: gym.Env, action: int) -> Trial:
     trial = copy.copy(env)
     _, reward, _, _, info = trial.step(action)
     return Trial(int(action), trial, float(reward), info)
+
+
+def angle_record(action: int | None, reward: float, info: dict[str, Any]) -> dict[str, Any]:
+    """One gantry history entry: the action, the angles after it, its reward, the plan's R and score."""
+    return {
+        "action": action,
+        "angles_deg": list(info["angles_deg"]),
+        "reward": reward,
+        "plan_reward": info["plan_reward"],
+        "score": info["score"],
+    }
+
+
+def tpp_record(action: int | None, name: str | None, reward: float, info: dict[str, Any]) -> dict[str, Any]:
+    """One TPP history entry: the action and its name, the TPPs after it, reward, score, smooth score, R."""
+    return {
+        "action": action,
+        "action_name": name or None,
+        "tpps": dict(info["tpps"]),
+        "reward": reward,
+        "score": info["score"],
+        "smooth_score": info["smooth_score"],
+        "plan_reward": info["plan_reward"],
+    }

@@ -13,7 +13,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from radagent.agents.common import AgentResult, AngleAgentOptions, TPPAgentOptions
+from radagent.agents.common import AgentResult, AngleAgentOptions, TPPAgentOptions, angle_record, tpp_record
 from radagent.envs import GantryConfig, GantryEnv, TPPConfig, TPPEnv
 from radagent.errors import InputError
 from radagent.patient import Case
@@ -86,26 +86,12 @@ def _rollout(
     return info, history, calls
 
 
-def _angle_record(action: int | None, reward: float, info: dict[str, Any], env: Any) -> dict[str, Any]:
-    return {
-        "action": action,
-        "angles_deg": list(info["angles_deg"]),
-        "reward": reward,
-        "plan_reward": info["plan_reward"],
-        "score": info["score"],
-    }
+def _angle_entry(action: int | None, reward: float, info: dict[str, Any], env: Any) -> dict[str, Any]:
+    return angle_record(action, reward, info)
 
 
-def _tpp_record(action: int | None, reward: float, info: dict[str, Any], env: Any) -> dict[str, Any]:
-    return {
-        "action": action,
-        "action_name": env.action_name(action) if action is not None else None,
-        "tpps": dict(info["tpps"]),
-        "reward": reward,
-        "score": info["score"],
-        "smooth_score": info["smooth_score"],
-        "plan_reward": info["plan_reward"],
-    }
+def _tpp_entry(action: int | None, reward: float, info: dict[str, Any], env: Any) -> dict[str, Any]:
+    return tpp_record(action, env.action_name(action) if action is not None else None, reward, info)
 
 
 def run_dqn_gantry(
@@ -122,7 +108,7 @@ def run_dqn_gantry(
         observation_shape=tuple(_trained_config(record, "observation_shape", [0, 16, 32, 32])[1:]),
     )
     env = GantryEnv(case=case, config=config)
-    info, history, calls = _rollout("dqn-gantry", env, options.seed, loaded, progress, _angle_record)
+    info, history, calls = _rollout("dqn-gantry", env, options.seed, loaded, progress, _angle_entry)
     env.close()
     return AgentResult(
         agent="dqn-gantry",
@@ -158,7 +144,7 @@ def run_dqn_tpp(
         include_tpps=_trained_config(record, "include_tpps", False),
     )
     env = TPPEnv(case=case, config=config)
-    info, history, calls = _rollout("dqn-tpp", env, options.seed, loaded, progress, _tpp_record)
+    info, history, calls = _rollout("dqn-tpp", env, options.seed, loaded, progress, _tpp_entry)
     env.close()
     return AgentResult(
         agent="dqn-tpp",

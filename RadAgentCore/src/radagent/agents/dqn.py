@@ -7,7 +7,8 @@ the bootstrap target's max, optional Double-DQN. The gantry observation goes thr
 A checkpoint is a folder: ``model.pt`` (the Q-network's ``state_dict``) and ``checkpoint.json`` (the
 network's constructor arguments, the hyperparameters and the environment spec it was trained for).
 Training also keeps ``training_state.pt`` (target network, optimizer, counters and random states) so a
-run can be resumed; the replay buffer is not saved and refills after a resume. This module imports
+run can be resumed; the replay buffer is not saved: after a resume, updates wait until it again holds
+``learning_starts`` transitions. This module imports
 torch; the rest of the package does not.
 """
 
@@ -567,7 +568,7 @@ def train_dqn(
             episode_return += reward
             episode_steps += 1
 
-            if trainer.step > config.learning_starts and trainer.step % config.train_frequency == 0:
+            if buffer.size > config.learning_starts and trainer.step % config.train_frequency == 0:
                 for _ in range(config.gradient_steps):
                     batch = buffer.sample(config.batch_size, device)
                     target = td_target(batch, q_network, target_network, config.gamma, config.double_dqn)

@@ -59,39 +59,55 @@ def _trained_config(record: dict[str, Any], key: str, default: Any) -> Any:
     return record["env_spec"]["strict"].get(key, default)
 
 
-def _rollout(
+def _run(
     agent: str,
     env: GantryEnv | TPPEnv,
-    seed: int,
+    options: DQNGantryOptions | DQNTPPOptions,
     loaded: Any,
+    start: float,
     progress: ProgressCallback | None,
-    record: Any,
-) -> tuple[dict[str, Any], list[dict[str, Any]], int]:
-    """Run one greedy episode; returns the last info, the history and the optimizer calls."""
+) -> AgentResult:
+    """One masked-greedy episode of the trained Q-network in ``env``, as an :class:`AgentResult`."""
     dqn, checkpoint = loaded
-    obs, info = env.reset(seed=seed)
+    tpp = isinstance(env, TPPEnv)
+
+    def entry(action: int | None, reward: float, info: dict[str, Any]) -> dict[str, Any]:
+        if tpp:
+            return tpp_record(action, env.action_name(action) if action is not None else None, reward, info)
+        return angle_record(action, reward, info)
+
+    obs, info = env.reset(seed=options.seed)
     checkpoint.check(env)
     device = dqn.torch.device("cpu")
-    history = [record(None, 0.0, info, env)]
-    done, calls = False, 1 if isinstance(env, TPPEnv) else 0  # the TPP start plan is optimized too
-    limit = env.config.step_limit if isinstance(env, GantryEnv) else env.config.max_steps
+    history = [entry(None, 0.0, info)]
+    done, calls = False, 1 if tpp else 0  # the TPP start plan is optimized too
+    limit = env.config.max_steps if tpp else env.config.step_limit
     while not done:
         report(progress, len(history) / (limit + 1), f"{agent}: step {len(history)}")
         action = dqn.greedy_action(checkpoint.network, obs, env.action_masks(), device)
         obs, reward, terminated, truncated, info = env.step(action)
         calls += 1
-        history.append(record(action, reward, info, env))
+        history.append(entry(action, reward, info))
         done = terminated or truncated
     report(progress, 1.0, f"{agent}: done")
-    return info, history, calls
-
-
-def _angle_entry(action: int | None, reward: float, info: dict[str, Any], env: Any) -> dict[str, Any]:
-    return angle_record(action, reward, info)
-
-
-def _tpp_entry(action: int | None, reward: float, info: dict[str, Any], env: Any) -> dict[str, Any]:
-    return tpp_record(action, env.action_name(action) if action is not None else None, reward, info)
+    env.close()
+    return AgentResult(
+        agent=agent,
+        kind="tpp" if tpp else "angles",
+        case=info["case"],
+        angles_deg=tuple(env.config.angles_deg if tpp else info["angles_deg"]),
+        tpps=env.tpps if tpp else None,
+        reward=info["plan_reward"],
+        score=info["score"],
+        score_max=info["metrics"]["plan"]["score_max"],
+        steps=len(history) - 1,
+        optimizer_calls=calls,
+        wall_s=time.perf_counter() - start,
+        history=history,
+        options=options,
+        note=f"checkpoint {checkpoint.path.name}",
+        metrics=info["metrics"],
+    )
 
 
 def run_dqn_gantry(
@@ -107,26 +123,7 @@ def run_dqn_gantry(
         candidate_step_deg=options.candidate_step_deg,
         observation_shape=tuple(_trained_config(record, "observation_shape", [0, 16, 32, 32])[1:]),
     )
-    env = GantryEnv(case=case, config=config)
-    info, history, calls = _rollout("dqn-gantry", env, options.seed, loaded, progress, _angle_entry)
-    env.close()
-    return AgentResult(
-        agent="dqn-gantry",
-        kind="angles",
-        case=info["case"],
-        angles_deg=tuple(info["angles_deg"]),
-        tpps=None,
-        reward=info["plan_reward"],
-        score=info["score"],
-        score_max=info["metrics"]["plan"]["score_max"],
-        steps=len(history) - 1,
-        optimizer_calls=calls,
-        wall_s=time.perf_counter() - start,
-        history=history,
-        options=options,
-        note=f"checkpoint {loaded[1].path.name}",
-        metrics=info["metrics"],
-    )
+    return _run("dqn-gantry", GantryEnv(case=case, config=config), options, loaded, start, progress)
 
 
 def run_dqn_tpp(
@@ -143,23 +140,4 @@ def run_dqn_tpp(
         max_steps=options.max_steps,
         include_tpps=_trained_config(record, "include_tpps", False),
     )
-    env = TPPEnv(case=case, config=config)
-    info, history, calls = _rollout("dqn-tpp", env, options.seed, loaded, progress, _tpp_entry)
-    env.close()
-    return AgentResult(
-        agent="dqn-tpp",
-        kind="tpp",
-        case=info["case"],
-        angles_deg=tuple(options.angles_deg),
-        tpps=env.tpps,
-        reward=info["plan_reward"],
-        score=info["score"],
-        score_max=info["score_max"],
-        steps=len(history) - 1,
-        optimizer_calls=calls,
-        wall_s=time.perf_counter() - start,
-        history=history,
-        options=options,
-        note=f"checkpoint {loaded[1].path.name}",
-        metrics=info["metrics"],
-    )
+    return _run("dqn-tpp", TPPEnv(case=case, config=config), options, loaded, start, progress)

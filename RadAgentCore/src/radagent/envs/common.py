@@ -168,6 +168,15 @@ class PlanningEnv(gym.Env):
         self._log = StepLog(config.log_path)
         self._episode = -1
 
+    def _prepare_first(self) -> Any:
+        """Prepare the first variant (the env's ``_patient``) and record its roles and score card name,
+        which fix the spaces' sizes: every later variant has the same number of scored OARs."""
+        first = self._patient(*self.source.draw(np.random.default_rng(0)))
+        self.roles: Roles = first.roles
+        card = first.case.protocol.scorecard
+        self.scorecard_name: str | None = card.name if card is not None else None
+        return first
+
     def _roles(self, case: Case, known: Roles | None, needs_card: bool) -> Roles:
         """Roles of a new variant, held to the OAR count of the first one (the spaces' size)."""
         return Roles.of(case, type(self).__name__, needs_card, len(known.oars) if known is not None else None)

@@ -120,10 +120,7 @@ class GantryEnv(PlanningEnv):
         super().__init__(case, variants, config or GantryConfig())
         self.candidates = self.config.candidates_deg
         self._patients: dict[int, _Patient] = {}
-        first = self._patient(*self.source.draw(np.random.default_rng(0)))
-        self.roles = first.roles  # by role; every variant has the same number of scored OARs
-        card = first.case.protocol.scorecard
-        self.scorecard_name = card.name if card is not None else None
+        first = self._prepare_first()
         n, channels = len(self.candidates), first.static.shape[0] + 2
         self.action_space = spaces.Discrete(n if self.config.mode == "sequential" else self.config.beams * n)
         self.observation_space = spaces.Dict(

@@ -88,10 +88,7 @@ class TPPEnv(PlanningEnv):
     ) -> None:
         super().__init__(case, variants, config or TPPConfig())
         self._patients: OrderedDict[int, _Patient] = OrderedDict()
-        first = self._patient(*self.source.draw(np.random.default_rng(0)))
-        self.roles = first.roles  # by role; every variant has the same number of scored OARs
-        card = first.case.protocol.scorecard
-        self.scorecard_name = card.name if card is not None else None
+        first = self._prepare_first()
         self.oar_count = len(first.roles.oars)
         self.factors = step_factors(self.oar_count)
         self.action_space = spaces.Discrete(2 * self.factors.shape[0])

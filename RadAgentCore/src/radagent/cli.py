@@ -25,8 +25,8 @@ from radagent.errors import InputError
 from radagent.progress import Cancelled
 
 if TYPE_CHECKING:
-    from radagent.agents import AgentResult, AgentSpec
-    from radagent.patient import Case
+    from radagent.agents import AgentSpec
+    from radagent.agents.pipeline import AgentRun
 
 __all__ = ["main"]
 
@@ -416,36 +416,26 @@ def _plan_agents(args: argparse.Namespace) -> dict[str, AgentSpec]:
     return specs
 
 
-def _run_agents(
-    specs: dict[str, AgentSpec],
-    args: argparse.Namespace,
-    case: Case,
-    angles: tuple[float, ...],
-    progress: _Progress,
-) -> list[AgentResult]:
-    """Run the angle agent (its beams go to the TPP agent and the plan), then the TPP agent."""
+def _agent_runs(specs: dict[str, AgentSpec], args: argparse.Namespace) -> dict[str, AgentRun]:
+    """The agents to run by kind, with the seed, agent grid and (angle agent) beam count of the command."""
+    from radagent.agents.pipeline import AgentRun
     from radagent.dose import DoseEngineSettings
 
     grid = args.agent_grid_mm
     common = {"seed": args.seed, "engine": DoseEngineSettings(bixel_mm=grid, dose_grid_mm=grid)}
-    results = []
-    if "angles" in specs:
-        beams = {"beams": args.beams} if args.beams is not None else {}
-        results.append(specs["angles"].run(case, specs["angles"].options_type(**common, **beams), progress))
-        angles = results[-1].angles_deg
-    if "tpp" in specs:
-        options = specs["tpp"].options_type(**common, angles_deg=angles)
-        results.append(specs["tpp"].run(case, options, progress))
-    return results
+    beams = {"beams": args.beams} if args.beams is not None else {}
+    return {
+        kind: AgentRun(spec.name, {**common, **(beams if kind == "angles" else {})})
+        for kind, spec in specs.items()
+    }
 
 
 def _command_plan(args: argparse.Namespace) -> int:
-    import dataclasses
-
+    from radagent.agents.pipeline import plan_with_agents
     from radagent.beams import equispaced_angles, parse_angles
     from radagent.dose import DoseEngineSettings
     from radagent.io.nrrd import write_volume
-    from radagent.plan import PlanSettings, plan_case
+    from radagent.plan import PlanSettings
     from radagent.report import write_report
 
     try:
@@ -470,16 +460,15 @@ def _command_plan(args: argparse.Namespace) -> int:
         tpps=tpps,
         seed=args.seed,
     )
+    runs = _agent_runs(specs, args)
     with _staged_output(args.out) as staging:
         progress = _Progress(args.quiet)
         try:
-            agent_results = _run_agents(specs, args, case, settings.angles_deg, progress)
-            for agent in agent_results:
-                change = {"angles_deg": agent.angles_deg} if agent.kind == "angles" else {"tpps": agent.tpps}
-                settings = dataclasses.replace(settings, **change)
-            result = plan_case(case, settings, progress=progress)
+            planned = plan_with_agents(case, settings, runs.get("angles"), runs.get("tpp"), progress)
         finally:
             progress.close()
+        result, agent_results = planned.plan, planned.agents
+        settings = result.settings
         metrics = result.metrics()
         write_volume(staging / "dose.nrrd", result.dose_ct_gy.astype(np.float32), case.grid)
         table = result.evaluation.dvh_table()

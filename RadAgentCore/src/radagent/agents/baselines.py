@@ -21,6 +21,7 @@ from radagent.agents.common import (
     Trial,
     angle_record,
     lookahead,
+    plan_status,
     tpp_record,
 )
 from radagent.beams import equispaced_angles
@@ -113,7 +114,8 @@ def _run_sequence(
     agent: str, episode: _AngleEpisode, actions: list[int], progress: ProgressCallback | None
 ) -> AgentResult:
     for n, action in enumerate(actions):
-        report(progress, n / len(actions), f"{agent}: beam {n + 1} of {len(actions)}")
+        status = plan_status(episode.info)
+        report(progress, n / len(actions), f"{agent}: beam {n + 1} of {len(actions)}{status}")
         episode.accept(episode.trial(action))
     report(progress, 1.0, f"{agent}: done")
     return episode.result(agent)
@@ -154,7 +156,7 @@ def run_greedy(
         free = episode.free_actions()
         for n, action in enumerate(free):
             done = (beam + n / len(free)) / options.beams
-            report(progress, done, f"greedy: beam {beam + 1} of {options.beams}, candidate {n + 1}")
+            report(progress, done, f"greedy: beam {beam + 1} of {options.beams}{plan_status(episode.info)}")
             trials.append(episode.trial(int(action)))
         episode.accept(max(trials, key=lambda t: t.info["plan_reward"]))
     report(progress, 1.0, "greedy: done")
@@ -224,7 +226,8 @@ def run_tuner(
         trials = []
         actions = np.flatnonzero(env.action_masks())
         for n, action in enumerate(actions):
-            report(progress, (moves + n / len(actions)) / options.max_moves, f"tuner: move {moves + 1}")
+            done = (moves + n / len(actions)) / options.max_moves
+            report(progress, done, f"tuner: move {moves + 1}{plan_status(info)}")
             trials.append(lookahead(env, int(action)))
         calls += len(trials)
         best = max(trials, key=lambda t: (t.info["score"], t.info["smooth_score"]))

@@ -27,6 +27,7 @@ __all__ = [
     "Trial",
     "angle_record",
     "lookahead",
+    "plan_status",
     "tpp_record",
 ]
 
@@ -130,3 +131,13 @@ def tpp_record(action: int | None, name: str | None, reward: float, info: dict[s
         "smooth_score": info["smooth_score"],
         "plan_reward": info["plan_reward"],
     }
+
+
+def plan_status(info: dict[str, Any]) -> str:
+    """The current plan's live numbers, ``", R -12.34, score 7.50/9"``, from an env step's ``info``
+    (empty before the first beam); appended to agents' progress messages for front ends to show."""
+    if "tpps" not in info and not info.get("angles_deg"):
+        return ""
+    score_max = info.get("metrics", {}).get("plan", {}).get("score_max")
+    score = f", score {info['score']:.2f}/{score_max:g}" if score_max else ""
+    return f", R {info['plan_reward']:.2f}{score}"

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from radagent.agents.learned import CHECKPOINT_FORMAT, read_checkpoint_record
 from radagent.envs import GantryEnv, TPPEnv
 from radagent.errors import InputError
 from radagent.progress import ProgressCallback, report
@@ -46,7 +47,6 @@ __all__ = [
     "train_dqn",
 ]
 
-CHECKPOINT_FORMAT = 1
 EnvName = Literal["gantry", "tpp"]
 PlanningEnvType = GantryEnv | TPPEnv
 
@@ -445,15 +445,8 @@ def save_checkpoint(
 def load_checkpoint(folder: str | Path) -> Checkpoint:
     """Load a checkpoint folder; a missing or malformed one is an InputError naming the problem."""
     folder = Path(folder)
-    meta, weights = folder / "checkpoint.json", folder / "model.pt"
-    if not meta.is_file() or not weights.is_file():
-        raise InputError(f"checkpoint {folder} needs checkpoint.json and model.pt")
-    try:
-        record = json.loads(meta.read_text())
-    except json.JSONDecodeError as error:
-        raise InputError(f"checkpoint {meta} is not valid JSON: {error.msg}") from None
-    if record.get("format") != CHECKPOINT_FORMAT or "architecture" not in record or "env_spec" not in record:
-        raise InputError(f"checkpoint {meta} is not a radagent DQN checkpoint (format {CHECKPOINT_FORMAT})")
+    record = read_checkpoint_record(folder)
+    weights = folder / "model.pt"
     network = build_network(record["architecture"])
     try:
         network.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))

@@ -7,21 +7,38 @@ imported only when one of them runs, so listing agents never needs it.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from radagent.agents.common import AgentResult, AngleAgentOptions, TPPAgentOptions, angle_record, tpp_record
+from radagent.agents.common import (
+    AgentResult,
+    AngleAgentOptions,
+    TPPAgentOptions,
+    angle_record,
+    plan_status,
+    tpp_record,
+)
 from radagent.envs import GantryConfig, GantryEnv, TPPConfig, TPPEnv
 from radagent.errors import InputError
 from radagent.patient import Case
 from radagent.progress import ProgressCallback, report
 
-__all__ = ["DQNGantryOptions", "DQNTPPOptions", "run_dqn_gantry", "run_dqn_tpp", "shipped_checkpoint"]
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "DQNGantryOptions",
+    "DQNTPPOptions",
+    "read_checkpoint_record",
+    "run_dqn_gantry",
+    "run_dqn_tpp",
+    "shipped_checkpoint",
+]
 
 SHIPPED = {"gantry": "dqn-gantry-prostate", "tpp": "dqn-tpp-prostate"}
+CHECKPOINT_FORMAT = 1
 
 
 @dataclass(frozen=True)
@@ -44,6 +61,32 @@ def shipped_checkpoint(env: str) -> Path:
     return Path(str(files("radagent.agents").joinpath("checkpoints", SHIPPED[env])))
 
 
+def read_checkpoint_record(folder: str | Path) -> dict[str, Any]:
+    """A checkpoint folder's ``checkpoint.json`` (architecture, hyperparameters, env spec), read without
+    torch; a missing or malformed one is an InputError naming the problem."""
+    folder = Path(folder)
+    meta, weights = folder / "checkpoint.json", folder / "model.pt"
+    if not meta.is_file() or not weights.is_file():
+        raise InputError(f"checkpoint {folder} needs checkpoint.json and model.pt")
+    try:
+        record = json.loads(meta.read_text())
+    except json.JSONDecodeError as error:
+        raise InputError(f"checkpoint {meta} is not valid JSON: {error.msg}") from None
+    if (
+        not isinstance(record, dict)
+        or record.get("format") != CHECKPOINT_FORMAT
+        or "architecture" not in record
+        or "env_spec" not in record
+    ):
+        raise InputError(f"checkpoint {meta} is not a radagent DQN checkpoint (format {CHECKPOINT_FORMAT})")
+    return record
+
+
+def checkpoint_folder(env_name: str, checkpoint: str | None) -> Path:
+    """The checkpoint an agent option names, or the shipped one for ``env_name``."""
+    return Path(checkpoint) if checkpoint is not None else shipped_checkpoint(env_name)
+
+
 def _load(env_name: str, checkpoint: str | None) -> Any:
     """Import torch lazily and load the checkpoint, with a clear error when torch is missing."""
     try:
@@ -52,7 +95,7 @@ def _load(env_name: str, checkpoint: str | None) -> Any:
         raise InputError(
             f"the DQN agents need torch ({error.name} is missing): pip install 'radagent[learn]'"
         ) from None
-    return dqn, dqn.load_checkpoint(checkpoint if checkpoint is not None else shipped_checkpoint(env_name))
+    return dqn, dqn.load_checkpoint(checkpoint_folder(env_name, checkpoint))
 
 
 def _trained_config(record: dict[str, Any], key: str, default: Any) -> Any:
@@ -83,7 +126,7 @@ def _run(
     done, calls = False, 1 if tpp else 0  # the TPP start plan is optimized too
     limit = env.config.max_steps if tpp else env.config.step_limit
     while not done:
-        report(progress, len(history) / (limit + 1), f"{agent}: step {len(history)}")
+        report(progress, len(history) / (limit + 1), f"{agent}: step {len(history)}{plan_status(info)}")
         action = dqn.greedy_action(checkpoint.network, obs, env.action_masks(), device)
         obs, reward, terminated, truncated, info = env.step(action)
         calls += 1

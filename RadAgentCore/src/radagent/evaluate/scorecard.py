@@ -27,6 +27,7 @@ __all__ = [
     "CriterionResult",
     "ScoreCard",
     "card_by_name",
+    "card_names",
     "smooth_score",
     "total_score",
 ]
@@ -286,3 +287,8 @@ def card_by_name(name: str) -> ScoreCard:
     if card is None:
         raise InputError(f"unknown score card '{name}' (known: {', '.join(_CARDS)})")
     return card
+
+
+def card_names() -> list[str]:
+    """The built-in score cards' names, for front ends that offer a choice."""
+    return list(_CARDS)

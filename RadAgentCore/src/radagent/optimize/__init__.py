@@ -15,7 +15,7 @@ from radagent.optimize.objectives import (
     TppDoseVolume,
 )
 from radagent.optimize.solver import OptimizationResult, OptimizerSettings, optimize_fluence, uniform_fluence
-from radagent.optimize.tpp import COVERAGE_WEIGHT, TPPs, tpp_oar_names, tpp_objectives
+from radagent.optimize.tpp import COVERAGE_WEIGHT, TPPs, scored_oar_names, tpp_oar_names, tpp_objectives
 
 __all__ = [
     "COVERAGE_WEIGHT",
@@ -35,6 +35,7 @@ __all__ = [
     "TPPs",
     "TppDoseVolume",
     "optimize_fluence",
+    "scored_oar_names",
     "tpp_oar_names",
     "tpp_objectives",
     "uniform_fluence",

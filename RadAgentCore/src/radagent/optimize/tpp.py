@@ -19,9 +19,10 @@ from radagent.errors import InputError
 from radagent.optimize.objectives import Objective, SquaredUnderdose, TppDoseVolume
 
 if TYPE_CHECKING:
+    from radagent.evaluate.scorecard import ScoreCard
     from radagent.patient import Case
 
-__all__ = ["COVERAGE_WEIGHT", "TPPs", "tpp_oar_names", "tpp_objectives"]
+__all__ = ["COVERAGE_WEIGHT", "TPPs", "scored_oar_names", "tpp_oar_names", "tpp_objectives"]
 
 TARGET_LABEL = "PTV"  # the target's name in TPP entry names, whatever the structure is called
 COVERAGE_WEIGHT = 2.0  # β of the PTV coverage term (our choice, after the sources' coverage constraint)
@@ -150,10 +151,14 @@ class TPPs:
 
 def tpp_oar_names(case: Case) -> tuple[str, ...]:
     """The OARs the TPPs cover: those the score card names, in case order; all OARs without a card."""
-    card = case.protocol.scorecard
+    return scored_oar_names([o.name for o in case.oars], case.protocol.scorecard)
+
+
+def scored_oar_names(oar_names: Sequence[str], card: ScoreCard | None) -> tuple[str, ...]:
+    """Of ``oar_names``, those ``card`` scores (in the given order); all of them when it scores none."""
     named = set(card.structures()) if card is not None else set()
-    scored = tuple(o.name for o in case.oars if o.name in named)
-    return scored if scored else tuple(o.name for o in case.oars)
+    scored = tuple(name for name in oar_names if name in named)
+    return scored if scored else tuple(oar_names)
 
 
 def tpp_objectives(

@@ -1,0 +1,221 @@
+"""Batch planning: one case, or every case folder of a directory, from files to dose and metrics.
+
+Run inside Slicer with ``Slicer --no-main-window --python-script RadAgentSlicerBatch.py -- ARGS`` or
+outside it with any Python that has ``radagent`` and ``slicer-core``. Each case gets its own scene and
+output folder (``dose.nrrd``, ``dvh.csv``, ``metrics.json``, ``plan.json``, optionally ``scene.mrb``),
+written to a temporary folder and renamed on success. Exit status: 0 when every case was planned,
+1 when any case failed (the others still run), 2 for bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import slicer
+
+from radagent.errors import InputError
+from RadAgentSlicerLib.logic import PlanningLogic, PlanningResult
+
+__all__ = ["find_cases", "load_inputs", "main", "new_scene", "plan_case_files", "save_results"]
+
+EXIT_OK, EXIT_CASE_FAILED, EXIT_BAD_ARGUMENTS = 0, 1, 2
+SEGMENTATION_SUFFIX = ".seg.nrrd"
+VOLUME_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse reporting a usage error as one line with exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_BAD_ARGUMENTS, f"radagent-batch: error: {message}\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="RadAgentSlicerBatch", description=__doc__.split("\n\n")[0])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--ct", type=Path, help="CT volume file (one case; needs --segmentation)")
+    source.add_argument(
+        "--cases", type=Path, help="directory of case folders, each with one CT and one .seg.nrrd"
+    )
+    parser.add_argument("--segmentation", type=Path, help="segmentation file (.seg.nrrd) of --ct")
+    parser.add_argument("--target", action="append", required=True, help="target segment (repeatable)")
+    parser.add_argument("--oar", action="append", default=[], help="organ-at-risk segment (repeatable)")
+    parser.add_argument("--body", help="body segment (default: named like body, else from the CT)")
+    parser.add_argument("--prescription", type=float, required=True, metavar="GY", help="target dose (Gy)")
+    parser.add_argument("--fractions", type=int, default=1)
+    parser.add_argument("--scorecard", help="score card (prostate, prostate-4oar, liver, cshape, water)")
+    parser.add_argument(
+        "--agent",
+        default="equispaced",
+        help="angle or TPP agent of the registry ('none': equispaced beams, no agent)",
+    )
+    parser.add_argument("--tpp-agent", help="TPP agent run on the angle agent's beams")
+    parser.add_argument("--beams", type=int, default=7)
+    parser.add_argument("--dose-grid-mm", type=float, help="dose grid spacing (default: the core's, 3)")
+    parser.add_argument("--bixel-mm", type=float, help="beamlet width at the isocentre (default 5)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--save-scene", action="store_true", help="also save each case's scene.mrb")
+    parser.add_argument("--out", type=Path, required=True, help="output folder (one sub-folder per case)")
+    return parser
+
+
+def new_scene() -> Any:
+    """An empty scene able to read and write files and bundles (``.mrb``) outside the Slicer app too."""
+    scene = slicer.vtkMRMLScene()
+    cache = slicer.vtkCacheManager()
+    cache_folder = Path(tempfile.gettempdir()) / "RadAgentSlicer-cache"  # bundles unpack here
+    cache_folder.mkdir(exist_ok=True)
+    cache.SetRemoteCacheDirectory(str(cache_folder))
+    io_manager = slicer.vtkDataIOManager()
+    io_manager.SetCacheManager(cache)
+    scene.SetCacheManager(cache)
+    scene.SetDataIOManager(io_manager)
+    return scene
+
+
+def load_inputs(scene: Any, ct_path: Path, segmentation_path: Path) -> tuple[Any, Any]:
+    """Read the CT and the segmentation files into ``scene`` through their storage nodes."""
+    volume = ("vtkMRMLScalarVolumeNode", "vtkMRMLVolumeArchetypeStorageNode", "a volume")
+    segments = ("vtkMRMLSegmentationNode", "vtkMRMLSegmentationStorageNode", "a segmentation")
+    return _read_node(scene, ct_path, *volume), _read_node(scene, segmentation_path, *segments)
+
+
+def _read_node(scene: Any, path: Path, node_class: str, storage_class: str, what: str) -> Any:
+    if not path.is_file():
+        raise InputError(f"{path} does not exist")
+    node = scene.AddNewNodeByClass(node_class, _stem(path))
+    storage = scene.AddNewNodeByClass(storage_class)
+    storage.SetFileName(str(path))
+    if not storage.ReadData(node):
+        raise InputError(f"{path} could not be read as {what}")
+    node.SetAndObserveStorageNodeID(storage.GetID())
+    return node
+
+
+def save_results(scene: Any, result: PlanningResult, folder: Path, save_scene: bool) -> None:
+    """Write the plan's files into ``folder``: dose.nrrd, dvh.csv, metrics.json, plan.json, scene.mrb."""
+    storage = scene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
+    storage.SetFileName(str(folder / "dose.nrrd"))
+    storage.UseCompressionOn()
+    if not storage.WriteData(result.doseVolumeNode):
+        raise OSError(f"could not write {folder / 'dose.nrrd'}")
+    scene.RemoveNode(storage)
+    table = result.dvhTableNode.GetTable()
+    with (folder / "dvh.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([table.GetColumnName(c) for c in range(table.GetNumberOfColumns())])
+        for row in range(table.GetNumberOfRows()):
+            writer.writerow(
+                [f"{table.GetValue(row, c).ToDouble():.6g}" for c in range(table.GetNumberOfColumns())]
+            )
+    (folder / "metrics.json").write_text(json.dumps(result.metrics, indent=2, allow_nan=False) + "\n")
+    (folder / "plan.json").write_text(json.dumps(result.description, indent=2, allow_nan=False) + "\n")
+    if save_scene and not scene.WriteToMRB(str(folder / "scene.mrb")):
+        raise OSError(f"could not write {folder / 'scene.mrb'}")
+
+
+def plan_case_files(
+    ct_path: Path, segmentation_path: Path, out: Path, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Plan one case from files into ``out`` (staged, renamed on success); returns metrics.json."""
+    scene = new_scene()
+    ct, segmentation = load_inputs(scene, ct_path, segmentation_path)
+    result = PlanningLogic(scene).plan(
+        ct,
+        segmentation,
+        targets=args.target,
+        oars=args.oar,
+        prescriptionGy=args.prescription,
+        fractions=args.fractions,
+        agent=None if args.agent == "none" else args.agent,
+        beams=args.beams,
+        body=args.body,
+        scorecard=args.scorecard,
+        tppAgent=args.tpp_agent,
+        doseGridMm=args.dose_grid_mm,
+        bixelMm=args.bixel_mm,
+        seed=args.seed,
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        save_results(scene, result, staging, args.save_scene)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    scene.Clear(1)
+    return result.metrics
+
+
+def find_cases(directory: Path) -> list[tuple[str, Path, Path]]:
+    """(name, CT, segmentation) of each sub-folder holding one ``.seg.nrrd`` and one other volume file."""
+    if not directory.is_dir():
+        raise InputError(f"--cases {directory} is not a directory")
+    cases = []
+    for folder in sorted(p for p in directory.iterdir() if p.is_dir()):
+        files = sorted(p for p in folder.iterdir() if p.is_file())
+        segmentations = [p for p in files if p.name.lower().endswith(SEGMENTATION_SUFFIX)]
+        volumes = [p for p in files if p not in segmentations and p.name.lower().endswith(VOLUME_SUFFIXES)]
+        if len(segmentations) != 1 or len(volumes) != 1:
+            raise InputError(
+                f"case folder {folder} needs exactly one CT volume and one {SEGMENTATION_SUFFIX} "
+                f"(found {len(volumes)} and {len(segmentations)})"
+            )
+        cases.append((folder.name, volumes[0], segmentations[0]))
+    if not cases:
+        raise InputError(f"--cases {directory} holds no case folders")
+    return cases
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Plan the cases the arguments name; one summary line per case; the exit status as documented."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.ct is not None:
+            if args.segmentation is None:
+                raise InputError("--ct needs --segmentation")
+            cases = [(_stem(args.ct), args.ct, args.segmentation)]
+        else:
+            if args.segmentation is not None:
+                raise InputError("--segmentation goes with --ct, not --cases")
+            cases = find_cases(args.cases)
+    except InputError as error:
+        print(f"radagent-batch: error: {error}", file=sys.stderr)
+        return EXIT_BAD_ARGUMENTS
+    failed = 0
+    for name, ct_path, segmentation_path in cases:
+        out = args.out if args.ct is not None else args.out / name
+        start = time.perf_counter()
+        try:
+            metrics = plan_case_files(ct_path, segmentation_path, out, args)
+        except Exception as error:
+            failed += 1
+            reason = str(error) if isinstance(error, InputError) else f"{type(error).__name__}: {error}"
+            print(f"{name}: error: {reason}", file=sys.stderr)
+            continue
+        plan = metrics["plan"]
+        score = f"score {plan['score']:.2f}/{plan['score_max']:g}, " if plan.get("score") is not None else ""
+        print(f"{name}: {score}reward {plan['reward']:.3f}, {time.perf_counter() - start:.1f} s → {out}")
+    if len(cases) > 1:
+        print(f"{len(cases) - failed} of {len(cases)} cases planned")
+    return EXIT_CASE_FAILED if failed else EXIT_OK
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suffix in (SEGMENTATION_SUFFIX, *VOLUME_SUFFIXES):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem

@@ -6,6 +6,7 @@ separate process (:mod:`RadAgentSlicerLib.process`) so the GUI never freezes, an
 touches MRML. ``radagent`` is imported after the dependencies are ensured, never at module import.
 """
 
+import contextlib
 import logging
 import os
 import shutil
@@ -90,6 +91,18 @@ def _names(text):
     return [n.strip() for n in text.split(",") if n.strip()]
 
 
+@contextlib.contextmanager
+def _signalsBlocked(*widgets):
+    """Block the widgets' signals for a block of programmatic changes."""
+    for widget in widgets:
+        widget.blockSignals(True)
+    try:
+        yield
+    finally:
+        for widget in widgets:
+            widget.blockSignals(False)
+
+
 class RadAgentSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     """The panel: inputs and roles, planning choices, run with progress and Cancel, results."""
 
@@ -134,6 +147,10 @@ class RadAgentSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _fillChoices(self):
         """Agents from the core's registry (agents added later appear here), score cards by name."""
+        with _signalsBlocked(self.ui.scorecardComboBox, self.ui.agentComboBox, self.ui.tppAgentComboBox):
+            self._addChoices()
+
+    def _addChoices(self):
         self.ui.scorecardComboBox.clear()
         self.ui.agentComboBox.clear()
         self.ui.tppAgentComboBox.clear()
@@ -206,13 +223,15 @@ class RadAgentSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _showChoices(self):
         """Put the saved agent and score-card choices into their combo boxes."""
         node = self._parameterNode
-        for combo, value in (
+        choices = (
             (self.ui.scorecardComboBox, node.scorecard),
             (self.ui.agentComboBox, node.agent),
             (self.ui.tppAgentComboBox, node.tppAgent),
-        ):
-            index = combo.findText(value or NO_AGENT)
-            combo.currentIndex = index if index >= 0 else 0
+        )
+        with _signalsBlocked(*(combo for combo, _value in choices)):  # else each one rewrites the others
+            for combo, value in choices:
+                index = combo.findText(value or NO_AGENT)
+                combo.currentIndex = index if index >= 0 else 0
 
     # -- roles ----------------------------------------------------------------------------------------
 
@@ -241,6 +260,8 @@ class RadAgentSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 combo.connect("currentIndexChanged(int)", lambda _index, r=row: self.onRolesChanged(r, 1))
                 table.setCellWidget(row, 1, combo)
         table.blockSignals(False)
+        if segmentation is not None and self._parameterNode is not None:
+            self.onRolesChanged()  # drop roles of segments this segmentation does not have
         self._checkCanApply()
 
     def onRolesChanged(self, row=None, column=None):
@@ -328,7 +349,7 @@ class RadAgentSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return False
         with slicer.util.tryWithErrorDisplay(_("Installing the dependencies failed."), waitCursor=True):
             if missing:
-                slicer.util.pip_install(dependencies.core_requirement())
+                slicer.util.pip_install([dependencies.core_requirement()])  # a list: paths may have spaces
             if needTorch:
                 try:
                     import PyTorchUtils

@@ -80,6 +80,7 @@ class RadAgentSlicerParameterNode:
     agent: str = "equispaced"
     tppAgent: str = ""
     agentOptions: str = ""
+    tppAgentOptions: str = ""
     beams: Annotated[int, WithinRange(1, 36)] = 7
     angles: str = ""
     doseGridMm: Annotated[float, WithinRange(1.0, 20.0)] = 3.0
@@ -297,17 +298,21 @@ class RadAgentSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         node = self._parameterNode
         from radagent.agents import get_agent
         from radagent.agents.pipeline import parse_option_values
+        from radagent.beams import parse_angles
 
-        options = parse_option_values(get_agent(node.agent), node.agentOptions) if node.agent else {}
-        angles = [float(a) for a in node.angles.replace(";", ",").split(",") if a.strip()] or None
+        def options(agent, text):
+            return parse_option_values(get_agent(agent), text) if agent else {}
+
+        angles = parse_angles(node.angles) if node.angles.strip() else None
         return self.logic.planning(slicer.mrmlScene).request(
             agent=node.agent or None,
             beams=node.beams,
             angles=angles,
             tppAgent=node.tppAgent or None,
+            tppAgentOptions=options(node.tppAgent, node.tppAgentOptions),
             doseGridMm=node.doseGridMm,
             bixelMm=node.bixelMm,
-            **options,
+            **options(node.agent, node.agentOptions),
         )
 
     def _checkCanApply(self, caller=None, event=None):

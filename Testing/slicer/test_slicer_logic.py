@@ -211,3 +211,39 @@ def test_scene_saved_as_mrb_and_mrml_reloads_with_results(scene, prostate, tmp_p
     reloaded.SetURL(str(folder / "plan.mrml"))
     assert reloaded.Connect()
     _saved_results_intact(reloaded, result, dose_gy, table)
+
+
+@pytest.mark.slow
+def test_shipped_dqn_agents_plan_segments_named_in_another_case(scene, prostate):
+    """The trained agents map segments by role: lower-case names still meet the prostate card."""
+    ct = add_volume(scene, "CT", prostate.ct_hu.astype(np.int16), prostate.grid)
+    masks = {s.name.lower(): s.mask for s in prostate.structures}
+    segmentation = add_segmentation(scene, "S", masks, prostate.grid)
+    logic = PlanningLogic(scene)
+    request = logic.request(agent="dqn-gantry", tppAgent="dqn-tpp")
+    assert logic.roleProblems(request, ["bladder", "rectum"], "prostate") == []
+    assert logic.roleProblems(request, ["rectum"], "prostate")  # the card's Bladder is missing
+    result = logic.plan(
+        ct,
+        segmentation,
+        targets=["ptv"],
+        oars=["bladder", "rectum", "femoralhead_l", "femoralhead_r"],
+        prescriptionGy=prostate.prescription_gy,
+        fractions=39,
+        agent="dqn-gantry",
+        tppAgent="dqn-tpp",
+        scorecard="prostate",
+    )
+    agents = result.description["agents"]
+    assert [a["agent"] for a in agents] == ["dqn-gantry", "dqn-tpp"]
+    assert result.description["gantry_angles_deg"] == agents[0]["angles_deg"]
+    assert len(result.beamNodes) == 7
+    assert set(result.metrics["structures"]) == {
+        "body",
+        "PTV",
+        "Bladder",
+        "Rectum",
+        "femoralhead_l",
+        "femoralhead_r",
+    }
+    assert result.metrics["plan"]["score"] >= agents[1]["history"][0]["score"] - 1.0  # tuned, not ruined

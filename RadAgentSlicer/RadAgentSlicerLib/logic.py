@@ -21,7 +21,7 @@ from radagent.beams import BeamGeometry
 from radagent.errors import InputError
 from radagent.evaluate.metrics import dvh_table
 from radagent.evaluate.scorecard import ScoreCard, card_by_name
-from radagent.io.inputs import BODY_NAMES, case_with_roles
+from radagent.io.inputs import case_with_roles, is_body_name
 from radagent.patient import Case, Protocol
 from RadAgentSlicerLib import nodes
 from RadAgentSlicerLib.worker import PlanOutput, PlanRequest, compute
@@ -84,7 +84,8 @@ class PlanningLogic:
         card = card_by_name(scorecard) if scorecard else None
         wanted = [*targets, *oars, *([body] if body else [])]
         if not body:  # a segment named like a body (Body, External, Skin, ...) is the body; else the CT's
-            wanted += [n for n in nodes.segment_names(segmentationNode) if _body_like(n) and n not in wanted]
+            names = nodes.segment_names(segmentationNode)
+            wanted += [n for n in names if is_body_name(n) and n not in wanted]
         masks = nodes.segment_masks_on_volume(self.scene, segmentationNode, wanted, ctVolumeNode)
         renamed = _card_names(card, masks.keys())
         case = case_with_roles(
@@ -196,10 +197,7 @@ class PlanningLogic:
         case = self.caseFromNodes(
             ctVolumeNode, segmentationNode, targets, oars, prescriptionGy, fractions, body, scorecard
         )
-        problems = self.agentProblems(case, request)
-        if problems:
-            raise InputError("; ".join(problems))
-        output = compute(case, request, progress)
+        output = compute(case, request, progress)  # refuses, before running, what an agent lacks
         return self.importResults(ctVolumeNode, segmentationNode, case, output, name=name)
 
     def importResults(
@@ -266,7 +264,3 @@ def _half_field_mm(case: Case, margin_mm: float = 5.0) -> float:
     points = case.grid.ijk_to_ras_points(np.stack([i[::step], j[::step], k[::step]], axis=1))
     radius = np.max(np.linalg.norm(points - np.asarray(case.isocenter_ras), axis=1))
     return float(radius + margin_mm)
-
-
-def _body_like(name: str) -> bool:
-    return any(name.lower().startswith(prefix) for prefix in BODY_NAMES)

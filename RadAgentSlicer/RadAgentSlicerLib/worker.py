@@ -65,24 +65,21 @@ class PlanRequest:
             raise InputError(f"the number of beams must be a positive integer, got {self.beams}")
 
     def runs(self) -> tuple[Any, Any]:
-        """The angle agent's and the TPP agent's :class:`AgentRun` (None where absent), each checked to
-        be of its kind, with the seed and agent grid added to its options."""
-        from radagent.agents.pipeline import AgentRun
+        """The angle agent's and the TPP agent's :class:`AgentRun` (None where absent), with the seed,
+        agent grid and beam count added to their options; explicit angles exclude an angle agent."""
+        from radagent.agents.pipeline import agent_runs
 
-        common = {
-            "seed": self.seed,
-            "engine": DoseEngineSettings(bixel_mm=self.agent_grid_mm, dose_grid_mm=self.agent_grid_mm),
-        }
-        angle = tpp = None
-        if self.agent is not None:
-            if self.angles_deg is not None:
-                raise InputError(
-                    f"explicit beam angles conflict with agent '{self.agent}', which chooses them"
-                )
-            angle = AgentRun(self.agent, {"beams": self.beams, **common, **self.agent_options})
-        if self.tpp_agent is not None:
-            tpp = AgentRun(self.tpp_agent, {**common, **self.tpp_agent_options})
-        return angle, tpp
+        if self.agent is not None and self.angles_deg is not None:
+            raise InputError(f"explicit beam angles conflict with agent '{self.agent}', which chooses them")
+        return agent_runs(
+            self.agent,
+            self.tpp_agent,
+            seed=self.seed,
+            agent_grid_mm=self.agent_grid_mm,
+            beams=self.beams,
+            angle_options=self.agent_options,
+            tpp_options=self.tpp_agent_options,
+        )
 
     def settings(self) -> Any:
         """The final plan's :class:`PlanSettings` (the agents may replace its angles and TPPs)."""

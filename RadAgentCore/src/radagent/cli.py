@@ -26,7 +26,6 @@ from radagent.progress import Cancelled
 
 if TYPE_CHECKING:
     from radagent.agents import AgentSpec
-    from radagent.agents.pipeline import AgentRun
 
 __all__ = ["main"]
 
@@ -416,22 +415,8 @@ def _plan_agents(args: argparse.Namespace) -> dict[str, AgentSpec]:
     return specs
 
 
-def _agent_runs(specs: dict[str, AgentSpec], args: argparse.Namespace) -> dict[str, AgentRun]:
-    """The agents to run by kind, with the seed, agent grid and (angle agent) beam count of the command."""
-    from radagent.agents.pipeline import AgentRun
-    from radagent.dose import DoseEngineSettings
-
-    grid = args.agent_grid_mm
-    common = {"seed": args.seed, "engine": DoseEngineSettings(bixel_mm=grid, dose_grid_mm=grid)}
-    beams = {"beams": args.beams} if args.beams is not None else {}
-    return {
-        kind: AgentRun(spec.name, {**common, **(beams if kind == "angles" else {})})
-        for kind, spec in specs.items()
-    }
-
-
 def _command_plan(args: argparse.Namespace) -> int:
-    from radagent.agents.pipeline import plan_with_agents
+    from radagent.agents.pipeline import agent_runs, plan_with_agents
     from radagent.beams import equispaced_angles, parse_angles
     from radagent.dose import DoseEngineSettings
     from radagent.io.nrrd import write_volume
@@ -460,11 +445,17 @@ def _command_plan(args: argparse.Namespace) -> int:
         tpps=tpps,
         seed=args.seed,
     )
-    runs = _agent_runs(specs, args)
+    angle_run, tpp_run = agent_runs(
+        specs["angles"].name if "angles" in specs else None,
+        specs["tpp"].name if "tpp" in specs else None,
+        seed=args.seed,
+        agent_grid_mm=args.agent_grid_mm,
+        beams=args.beams,
+    )
     with _staged_output(args.out) as staging:
         progress = _Progress(args.quiet)
         try:
-            planned = plan_with_agents(case, settings, runs.get("angles"), runs.get("tpp"), progress)
+            planned = plan_with_agents(case, settings, angle_run, tpp_run, progress)
         finally:
             progress.close()
         result, agent_results = planned.plan, planned.agents

@@ -16,6 +16,7 @@ from typing import Any
 from radagent.agents.common import AgentOptions, AgentResult
 from radagent.agents.learned import checkpoint_folder, read_checkpoint_record
 from radagent.agents.registry import AgentSpec, get_agent
+from radagent.dose import DoseEngineSettings
 from radagent.errors import InputError
 from radagent.evaluate.scorecard import ScoreCard
 from radagent.optimize import scored_oar_names
@@ -27,6 +28,7 @@ __all__ = [
     "AgentPlan",
     "AgentRun",
     "agent_options",
+    "agent_runs",
     "case_problems",
     "parse_option_values",
     "plan_with_agents",
@@ -55,6 +57,27 @@ class AgentPlan:
 
     plan: PlanResult
     agents: list[AgentResult]
+
+
+def agent_runs(
+    angle_agent: str | None,
+    tpp_agent: str | None,
+    *,
+    seed: int,
+    agent_grid_mm: float,
+    beams: int | None = None,
+    angle_options: Mapping[str, Any] | None = None,
+    tpp_options: Mapping[str, Any] | None = None,
+) -> tuple[AgentRun | None, AgentRun | None]:
+    """The runs of a plan's agents (None where absent) with what each takes from the plan: the seed, the
+    agent grid (beamlet width = dose grid spacing) and, for the angle agent, the beam count; explicit
+    option values come last and win."""
+    grid = DoseEngineSettings(bixel_mm=agent_grid_mm, dose_grid_mm=agent_grid_mm)
+    common = {"seed": seed, "engine": grid}
+    beam_count = {"beams": beams} if beams is not None else {}
+    angle = AgentRun(angle_agent, {**common, **beam_count, **(angle_options or {})}) if angle_agent else None
+    tpp = AgentRun(tpp_agent, {**common, **(tpp_options or {})}) if tpp_agent else None
+    return angle, tpp
 
 
 def agent_options(spec: AgentSpec, **values: Any) -> AgentOptions:

@@ -21,7 +21,7 @@ from radagent.io.nrrd import read_volume
 from radagent.io.segmentation import read_labelmap, read_segmentation
 from radagent.patient import Case, Protocol, Role, Structure, body_from_ct, structure_on_grid
 
-__all__ = ["case_from_files", "case_with_roles"]
+__all__ = ["case_from_files", "case_with_roles", "is_body_name"]
 
 BODY_NAMES = ("body", "external", "skin", "outline")
 _BODY_NAME = re.compile(r"(body|external|skin|outline)([ _.\-]?\w*)?", re.IGNORECASE)
@@ -159,9 +159,15 @@ def _body(
     return Structure(CT_BODY_NAME, Role.BODY, body_from_ct(ct_hu))
 
 
+def is_body_name(name: str) -> bool:
+    """True for a name that marks the body: body, external, skin or outline, optionally suffixed
+    (``Body``, ``External_1``, ``skin-contour``)."""
+    return _BODY_NAME.fullmatch(name.strip()) is not None
+
+
 def _body_by_name(names: Sequence[str]) -> str | None:
     """The one structure named like a body (exactly body/external/skin/outline first), or None."""
-    body_like = [n for n in names if _BODY_NAME.fullmatch(n.strip())]
+    body_like = [n for n in names if is_body_name(n)]
     exact = [n for n in body_like if n.strip().lower() in BODY_NAMES]
     if len(exact) == 1 or len(body_like) == 1:
         return (exact or body_like)[0]

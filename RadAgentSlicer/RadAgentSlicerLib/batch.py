@@ -10,8 +10,6 @@ written to a temporary folder and renamed on success. Exit status: 0 when every 
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import os
 import shutil
 import sys
@@ -24,6 +22,7 @@ from typing import Any
 import slicer
 
 from radagent.errors import InputError
+from radagent.io.results import write_dvh_csv, write_json
 from RadAgentSlicerLib.logic import PlanningLogic, PlanningResult
 
 __all__ = ["find_cases", "load_inputs", "main", "new_scene", "plan_case_files", "save_results"]
@@ -110,16 +109,9 @@ def save_results(scene: Any, result: PlanningResult, folder: Path, save_scene: b
     if not storage.WriteData(result.doseVolumeNode):
         raise OSError(f"could not write {folder / 'dose.nrrd'}")
     scene.RemoveNode(storage)
-    table = result.dvhTableNode.GetTable()
-    with (folder / "dvh.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow([table.GetColumnName(c) for c in range(table.GetNumberOfColumns())])
-        for row in range(table.GetNumberOfRows()):
-            writer.writerow(
-                [f"{table.GetValue(row, c).ToDouble():.6g}" for c in range(table.GetNumberOfColumns())]
-            )
-    (folder / "metrics.json").write_text(json.dumps(result.metrics, indent=2, allow_nan=False) + "\n")
-    (folder / "plan.json").write_text(json.dumps(result.description, indent=2, allow_nan=False) + "\n")
+    write_dvh_csv(folder / "dvh.csv", result.dvh)
+    write_json(folder / "metrics.json", result.metrics)
+    write_json(folder / "plan.json", result.description)
     if save_scene and not scene.WriteToMRB(str(folder / "scene.mrb")):
         raise OSError(f"could not write {folder / 'scene.mrb'}")
 

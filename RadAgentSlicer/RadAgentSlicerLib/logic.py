@@ -38,6 +38,7 @@ class PlanningResult:
     doseVolumeNode: Any
     dvhTableNode: Any
     dvhChartNode: Any
+    dvh: dict[str, np.ndarray]  # the DVH table's columns (``dose_gy``, then volume % per structure)
     beamNodes: list[Any]
     studyItemID: int
     metrics: dict[str, Any]
@@ -217,7 +218,8 @@ class PlanningLogic:
         dose = nodes.add_dose_volume(
             self.scene, output.dose_ct_gy, ctVolumeNode, study, f"{label} dose", case.prescription_gy
         )
-        table = nodes.add_dvh_table(self.scene, dvh_table(case, output.dose_ct_gy), study, f"{label} DVH")
+        dvh = dvh_table(case, output.dose_ct_gy)
+        table = nodes.add_dvh_table(self.scene, dvh, study, f"{label} DVH")
         chart = nodes.add_dvh_chart(self.scene, table, f"{label} DVH")
         beams = _beam_geometries(case, output.description)
         half_field = _half_field_mm(case)
@@ -230,7 +232,7 @@ class PlanningLogic:
                 self.scene, ctVolumeNode, segmentationNode, case, beams, half_field, study, f"{label} RT plan"
             )
         return PlanningResult(
-            dose, table, chart, models, study, output.metrics, output.description, rt_plan, case
+            dose, table, chart, dvh, models, study, output.metrics, output.description, rt_plan, case
         )
 
 

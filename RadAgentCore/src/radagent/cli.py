@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
-import json
 import os
 import shutil
 import sys
@@ -322,19 +320,6 @@ def _staged_output(out: Path) -> Iterator[Path]:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    path.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
-
-
-def _write_dvh_csv(path: Path, table: dict[str, np.ndarray]) -> None:
-    columns = list(table)
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(columns)
-        for row in zip(*(table[c] for c in columns), strict=True):
-            writer.writerow([f"{v:.6g}" for v in row])
-
-
 class _Progress:
     """A tqdm bar driven by the core's progress callbacks (fraction in [0, 1], message)."""
 
@@ -420,6 +405,7 @@ def _command_plan(args: argparse.Namespace) -> int:
     from radagent.beams import equispaced_angles, parse_angles
     from radagent.dose import DoseEngineSettings
     from radagent.io.nrrd import write_volume
+    from radagent.io.results import write_dvh_csv, write_json
     from radagent.plan import PlanSettings
     from radagent.report import write_report
 
@@ -463,12 +449,12 @@ def _command_plan(args: argparse.Namespace) -> int:
         metrics = result.metrics()
         write_volume(staging / "dose.nrrd", result.dose_ct_gy.astype(np.float32), case.grid)
         table = result.evaluation.dvh_table()
-        _write_dvh_csv(staging / "dvh.csv", table)
+        write_dvh_csv(staging / "dvh.csv", table)
         description = result.plan_description()
         if agent_results:
             description["agents"] = [r.to_dict() for r in agent_results]
-        _write_json(staging / "plan.json", description)
-        _write_json(staging / "metrics.json", metrics)
+        write_json(staging / "plan.json", description)
+        write_json(staging / "metrics.json", metrics)
         write_report(
             staging / "report.png",
             case,
@@ -490,6 +476,7 @@ def _command_evaluate(args: argparse.Namespace) -> int:
     from radagent.evaluate.metrics import evaluate_plan
     from radagent.geometry import resample
     from radagent.io.nrrd import read_volume
+    from radagent.io.results import write_dvh_csv, write_json
 
     case = _load_case(args)
     dose, dose_grid = read_volume(args.dose)
@@ -502,8 +489,8 @@ def _command_evaluate(args: argparse.Namespace) -> int:
     )
     evaluation = evaluate_plan(case, dose_ct)
     with _staged_output(args.out) as staging:
-        _write_json(staging / "metrics.json", evaluation.to_dict())
-        _write_dvh_csv(staging / "dvh.csv", evaluation.dvh_table())
+        write_json(staging / "metrics.json", evaluation.to_dict())
+        write_dvh_csv(staging / "dvh.csv", evaluation.dvh_table())
     if not args.quiet:
         plan = evaluation.to_dict()["plan"]
         print(f"{case.name}: score {plan['score']}, reward {plan['reward']:.3f} → {args.out}")

@@ -108,6 +108,7 @@ def segment_masks_on_volume(
     logic.SetMRMLScene(scene)
     if segmentation.GetParentTransformNode() is not None:
         raise InputError(f"segmentation '{segmentation.GetName()}' is under a transform; harden it first")
+    segmentation.CreateBinaryLabelmapRepresentation()  # what the emptiness check reads
     labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "RadAgent export (temporary)")
     before = {scene.GetNthNode(n).GetID() for n in range(scene.GetNumberOfNodes())}
     masks: dict[str, np.ndarray] = {}
@@ -123,10 +124,10 @@ def segment_masks_on_volume(
             mask = arrayFromVolume(labelmap) > 0
             if not mask.any():
                 raise InputError(f"segment '{name}' lies outside the CT volume '{reference.GetName()}'")
-            masks[name] = mask.copy()
+            masks[name] = mask
     finally:  # the export also adds the labelmap's display and colour nodes: leave the scene as it was
-        added = [scene.GetNthNode(n) for n in range(scene.GetNumberOfNodes())]
-        for node in added:
+        now = [scene.GetNthNode(n) for n in range(scene.GetNumberOfNodes())]
+        for node in now:
             if node.GetID() not in before:
                 scene.RemoveNode(node)
         scene.RemoveNode(labelmap)
@@ -134,8 +135,7 @@ def segment_masks_on_volume(
 
 
 def _segment_is_empty(segmentation: slicer.vtkMRMLSegmentationNode, segment_id: str) -> bool:
-    """True when the segment has no voxel (checked on its own representation, before any resampling)."""
-    segmentation.CreateBinaryLabelmapRepresentation()
+    """True when the segment has no voxel (checked on its own binary labelmap, before any resampling)."""
     image = slicer.vtkOrientedImageData()
     segmentation.GetBinaryLabelmapRepresentation(segment_id, image)
     extent = image.GetExtent()

@@ -81,8 +81,10 @@ def registered_engines() -> list[str]:
 def register_dose_engine() -> bool:
     """Register the core's numba engine with External Beam Planning (a scripted dose engine, loaded
     from ``RadAgentDoseEngine.py``). Returns False, doing nothing, when SlicerRT is absent."""
-    if not available() or DOSE_ENGINE_NAME in registered_engines():
-        return DOSE_ENGINE_NAME in registered_engines()
+    if not available():
+        return False
+    if DOSE_ENGINE_NAME in registered_engines():
+        return True
     try:
         from qSlicerExternalBeamPlanningModuleWidgetsPythonQt import qSlicerScriptedDoseEngine
     except ImportError:

@@ -1,22 +1,23 @@
 """RadAgentSlicer: AI-agent photon IMRT planning on the loaded CT and segmentation (3D Slicer module).
 
 Module / Widget / Logic / Test, as in Slicer's scripted-module template. The Widget only wires the panel
-to :class:`RadAgentSlicerLib.logic.PlanningLogic`, which does the work headless; planning runs in a
-separate process (:mod:`RadAgentSlicerLib.process`) so the GUI never freezes, and only the main thread
-touches MRML. ``radagent`` is imported after the dependencies are ensured, never at module import.
+to the Logic, which is :class:`RadAgentSlicerLib.logic.PlanningLogic` on the application's scene: it
+parses the panel's choices into the core's plan request, and its ``startPlan`` runs the plan in a separate
+process (:mod:`RadAgentSlicerLib.process`) so the GUI never freezes; only the main thread touches MRML.
+``radagent`` is imported after the dependencies are ensured, never at module import.
 """
 
 import contextlib
 import logging
 import os
 import shutil
-import tempfile
 from typing import Annotated
 
 import qt
 import slicer
 import vtk
 from RadAgentSlicerLib import dependencies
+from RadAgentSlicerLib.logic import PlanningLogic
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
@@ -77,7 +78,7 @@ class RadAgentSlicerParameterNode:
     prescriptionGy: Annotated[float, WithinRange(0.1, 200.0)] = 60.0
     fractions: Annotated[int, WithinRange(1, 100)] = 30
     scorecard: str = ""
-    agent: str = "equispaced"
+    agent: str = ""  # none: the equispaced beams of the core's request
     tppAgent: str = ""
     agentOptions: str = ""
     tppAgentOptions: str = ""
@@ -113,9 +114,7 @@ class RadAgentSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
-        self._job = None
-        self._jobFolder = None
-        self._pending = None  # (ct, segmentation, case) of the running job
+        self._job = None  # the running PlanningJob
         self._timer = qt.QTimer()
         self._timer.setInterval(POLL_INTERVAL_MS)
         self._timer.connect("timeout()", self.onPoll)
@@ -159,24 +158,16 @@ class RadAgentSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.agentComboBox.addItem(NO_AGENT)
         self.ui.tppAgentComboBox.addItem(NO_AGENT)
         if dependencies.missing_modules():
-            self.ui.agentComboBox.addItem("equispaced")
             self.ui.statusLabel.text = _("radagent is not installed yet; it is installed when you plan.")
             return
-        from radagent.agents import list_agents
         from radagent.evaluate.scorecard import card_names
 
         for name in card_names():
             self.ui.scorecardComboBox.addItem(name)
-        for spec in list_agents("angles"):
-            self.ui.agentComboBox.addItem(spec.name)
-            self.ui.agentComboBox.setItemData(
-                self.ui.agentComboBox.count - 1, spec.description, qt.Qt.ToolTipRole
-            )
-        for spec in list_agents("tpp"):
-            self.ui.tppAgentComboBox.addItem(spec.name)
-            self.ui.tppAgentComboBox.setItemData(
-                self.ui.tppAgentComboBox.count - 1, spec.description, qt.Qt.ToolTipRole
-            )
+        for combo, kind in ((self.ui.agentComboBox, "angles"), (self.ui.tppAgentComboBox, "tpp")):
+            for name, description in self.logic.agentChoices(kind):
+                combo.addItem(name)
+                combo.setItemData(combo.count - 1, description, qt.Qt.ToolTipRole)
 
     def cleanup(self):
         if self._job is not None:
@@ -294,7 +285,7 @@ class RadAgentSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNode.tppAgent = chosen(self.ui.tppAgentComboBox)
 
     def _request(self):
-        """The core request for the panel's planning choices."""
+        """The core request for the panel's planning choices (validated: a bad choice raises)."""
         node = self._parameterNode
         from radagent.agents import get_agent
         from radagent.agents.pipeline import parse_option_values
@@ -304,9 +295,15 @@ class RadAgentSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return parse_option_values(get_agent(agent), text) if agent else {}
 
         angles = parse_angles(node.angles) if node.angles.strip() else None
-        return self.logic.planning(slicer.mrmlScene).request(
-            agent=node.agent or None,
-            beams=node.beams,
+        return self.logic.request(
+            _names(node.targets),
+            _names(node.oars),
+            node.prescriptionGy,
+            node.fractions,
+            node.agent or None,
+            node.beams if angles is None else None,  # explicit angles set the beams
+            body=node.body or None,
+            scorecard=node.scorecard or None,
             angles=angles,
             tppAgent=node.tppAgent or None,
             tppAgentOptions=options(node.tppAgent, node.tppAgentOptions),
@@ -324,11 +321,8 @@ class RadAgentSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         elif not _names(node.targets):
             problems.append(_("Give at least one segment the role Target."))
         elif not dependencies.missing_modules():
-            try:
-                request = self._request()
-                problems += self.logic.planning(slicer.mrmlScene).roleProblems(
-                    request, _names(node.oars), node.scorecard or None
-                )
+            try:  # missing Python modules are no problem here: Plan offers to install them
+                problems += self._request().problems(modules=False)
             except Exception as error:  # an InputError from the options or angles: show it, don't raise
                 problems.append(str(error))
         self.ui.problemsLabel.text = "\n".join(problems)
@@ -338,13 +332,21 @@ class RadAgentSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # -- running --------------------------------------------------------------------------------------
 
     def _ensureDependencies(self):
-        """Install radagent (and torch for the DQN agents) into Slicer's Python, with consent."""
+        """Install radagent, then what the chosen agents need (their registry entries say), into Slicer's
+        Python, each with the user's consent."""
+        core = dependencies.REQUIRED_MODULES
+        if dependencies.missing_modules() and not self._install([dependencies.core_requirement()], core):
+            return False
+        from radagent.agents import get_agent
+
         node = self._parameterNode
-        missing = dependencies.missing_modules()
-        needTorch = dependencies.torch_needed([node.agent, node.tppAgent])
-        if not missing and not needTorch:
-            return True
-        packages = ([dependencies.core_requirement()] if missing else []) + (["torch"] if needTorch else [])
+        chosen = [get_agent(name) for name in (node.agent, node.tppAgent) if name]
+        needed = tuple(sorted({module for spec in chosen for module in spec.needs.missing_modules()}))
+        return not needed or self._install(list(needed), needed)
+
+    def _install(self, packages, modules):
+        """pip-install ``packages`` after asking (torch through PyTorchUtils when available: it picks the
+        build for this machine's GPU); True when ``modules`` import afterwards."""
         if not slicer.util.confirmOkCancelDisplay(
             _("RadAgent needs these Python packages in Slicer: {packages}. Install them now?").format(
                 packages=", ".join(packages)
@@ -353,48 +355,33 @@ class RadAgentSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ):
             return False
         with slicer.util.tryWithErrorDisplay(_("Installing the dependencies failed."), waitCursor=True):
-            if missing:
-                slicer.util.pip_install([dependencies.core_requirement()])  # a list: paths may have spaces
-            if needTorch:
-                try:
-                    import PyTorchUtils
+            for package in packages:
+                if package == "torch":
+                    try:
+                        import PyTorchUtils
 
-                    PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False)
-                except ImportError:
-                    slicer.util.pip_install("torch")
+                        PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False)
+                        continue
+                    except ImportError:
+                        pass
+                slicer.util.pip_install([package])  # a list: paths may have spaces
             self._fillChoices()
             self._showChoices()
-        return not dependencies.missing_modules()
+        return not dependencies.missing_modules(modules)
 
     def onApplyButton(self):
-        """Export the inputs here, plan in a worker process, import the results when it is done."""
+        """Start the plan in a worker process (the Logic exports the inputs here); poll it from a timer."""
         if not self._ensureDependencies():
             return
-        from RadAgentSlicerLib.process import BackgroundPlanning
-        from RadAgentSlicerLib.worker import write_case, write_request
-
         node = self._parameterNode
-        planning = self.logic.planning(slicer.mrmlScene)
         with slicer.util.tryWithErrorDisplay(_("Cannot plan with these inputs."), waitCursor=True):
-            request = self._request()
-            case = planning.caseFromNodes(
+            self._job = self.logic.startPlan(
                 node.ctVolume,
                 node.segmentation,
-                _names(node.targets),
-                _names(node.oars),
-                node.prescriptionGy,
-                node.fractions,
-                body=node.body or None,
-                scorecard=node.scorecard or None,
+                self._request(),
+                workFolder=slicer.app.temporaryPath,
+                python=shutil.which("PythonSlicer"),
             )
-            problems = planning.agentProblems(case, request)
-            if problems:
-                raise ValueError("; ".join(problems))
-            self._jobFolder = tempfile.mkdtemp(prefix="RadAgent-", dir=slicer.app.temporaryPath)
-            write_case(case, self._jobFolder)
-            write_request(request, self._jobFolder)
-            self._pending = (node.ctVolume, node.segmentation, case)
-            self._job = BackgroundPlanning(self._jobFolder, python=shutil.which("PythonSlicer"))
             self._setRunning(True)
             self.ui.statusLabel.text = _("Planning started.")
             self._timer.start()
@@ -415,21 +402,17 @@ class RadAgentSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._job.running:
             return
         self._timer.stop()
-        job, (ct, segmentation, case) = self._job, self._pending
+        job = self._job
         try:
             if job.succeeded:
-                from RadAgentSlicerLib.worker import read_output
-
                 with slicer.util.tryWithErrorDisplay(_("Importing the plan failed."), waitCursor=True):
-                    result = self.logic.planning(slicer.mrmlScene).importResults(
-                        ct, segmentation, case, read_output(self._jobFolder)
-                    )
-                    self._showResults(result)
+                    self._showResults(job.importResults())
             elif not job.cancelled and not self.ui.statusLabel.text.startswith(_("Failed")):
                 self.ui.statusLabel.text = _("Planning stopped (exit status {code}).").format(
                     code=job.returncode
                 )
         finally:
+            job.close()
             self._finishJob()
 
     def onCancelButton(self):
@@ -442,10 +425,7 @@ class RadAgentSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.statusLabel.text = _("Cancelled; the scene is unchanged.")
 
     def _finishJob(self):
-        self._job, self._pending = None, None
-        if self._jobFolder:
-            shutil.rmtree(self._jobFolder, ignore_errors=True)
-        self._jobFolder = None
+        self._job = None
         self._setRunning(False)
 
     def _setRunning(self, running):
@@ -460,11 +440,9 @@ class RadAgentSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _showResults(self, result):
         """Metrics table, DVH chart in the plot view, dose over the CT in the slice views."""
-        plan = result.metrics["plan"]
-        score = f"{plan['score']:.2f} / {plan['score_max']:g}" if plan.get("score") is not None else "-"
-        self.ui.statusLabel.text = _("Done: score {score}, reward {reward:.3f}.").format(
-            score=score, reward=plan["reward"]
-        )
+        from radagent.evaluate.metrics import plan_summary
+
+        self.ui.statusLabel.text = _("Done: {summary}.").format(summary=plan_summary(result.metrics["plan"]))
         self._parameterNode.doseVolume = result.doseVolumeNode
         table = self.ui.metricsTable
         columns = ["D95 (Gy)", "D2 (Gy)", "Mean (Gy)", "Max (Gy)", "Volume (cc)"]
@@ -490,20 +468,17 @@ class RadAgentSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             )
 
 
-class RadAgentSlicerLogic(ScriptedLoadableModuleLogic):
-    """The module's logic: its parameter node, and the headless PlanningLogic for a scene."""
+class RadAgentSlicerLogic(ScriptedLoadableModuleLogic, PlanningLogic):
+    """The module's one Logic: its parameter node, and the headless planning of
+    :class:`RadAgentSlicerLib.logic.PlanningLogic` on the application's scene (``PlanningLogic``'s
+    default, also when ``ScriptedLoadableModuleLogic.__init__`` passes on to it through ``super()``)."""
 
     def __init__(self):
         ScriptedLoadableModuleLogic.__init__(self)
+        PlanningLogic.__init__(self)
 
     def getParameterNode(self):
         return RadAgentSlicerParameterNode(super().getParameterNode())
-
-    def planning(self, scene=None):
-        """A :class:`RadAgentSlicerLib.logic.PlanningLogic` on ``scene`` (default: the application's)."""
-        from RadAgentSlicerLib.logic import PlanningLogic
-
-        return PlanningLogic(scene or slicer.mrmlScene)
 
 
 class RadAgentSlicerTest(ScriptedLoadableModuleTest):
@@ -547,20 +522,8 @@ class RadAgentSlicerTest(ScriptedLoadableModuleTest):
 
         case, ct, segmentation = self._prostateNodes()
         oars = ["Bladder", "Rectum", "FemoralHead_L", "FemoralHead_R"]
-        result = (
-            RadAgentSlicerLogic()
-            .planning()
-            .plan(
-                ct,
-                segmentation,
-                ["PTV"],
-                oars,
-                case.prescription_gy,
-                39,
-                agent=None,
-                beams=5,
-                scorecard="prostate",
-            )
+        result = RadAgentSlicerLogic().plan(
+            ct, segmentation, ["PTV"], oars, case.prescription_gy, 39, beams=5, scorecard="prostate"
         )
         dose = result.doseVolumeNode
         self.assertEqual(dose.GetAttribute(nodes.DOSE_VOLUME_ATTRIBUTE), "1")
@@ -581,20 +544,20 @@ class RadAgentSlicerTest(ScriptedLoadableModuleTest):
 
     def test_PlanInWorkerProcess(self):
         self.delayDisplay("Planning the prostate case in a worker process")
-        from RadAgentSlicerLib.process import BackgroundPlanning
-        from RadAgentSlicerLib.worker import read_output, write_case, write_request
-
         case, ct, segmentation = self._prostateNodes()
-        planning = RadAgentSlicerLogic().planning()
-        exported = planning.caseFromNodes(
-            ct, segmentation, ["PTV"], ["Bladder", "Rectum"], case.prescription_gy
+        logic = RadAgentSlicerLogic()
+        request = logic.request(
+            ["PTV"], ["Bladder", "Rectum"], case.prescription_gy, agent="equispaced", beams=5
         )
-        folder = tempfile.mkdtemp(dir=slicer.app.temporaryPath)
-        write_case(exported, folder)
-        write_request(planning.request(agent="equispaced", beams=5), folder)
-        job = BackgroundPlanning(folder, python=shutil.which("PythonSlicer"))
+        job = logic.startPlan(
+            ct,
+            segmentation,
+            request,
+            workFolder=slicer.app.temporaryPath,
+            python=shutil.which("PythonSlicer"),
+        )
         self.assertEqual(job.wait(timeout=600), 0, [e.message for e in job.poll()])
-        result = planning.importResults(ct, segmentation, exported, read_output(folder))
+        result = job.importResults()
         self.assertEqual(slicer.util.arrayFromVolume(result.doseVolumeNode).shape, case.grid.shape)
-        shutil.rmtree(folder, ignore_errors=True)
+        self.assertFalse(os.path.exists(job.folder))
         self.delayDisplay("Test passed")

@@ -255,6 +255,8 @@ def tg119_nine_beam_plan(tg119: Path | None) -> dict[str, Any]:
 
 def print_table(report: dict[str, Any]) -> None:
     """The human-readable summary."""
+    from radagent.evaluate.metrics import score_text
+
     rows = [
         ("prostate, 7 beams, 5 mm / 3 mm", "prostate"),
         ("C-shape, 5 beams, 5 mm / 5 mm", "cshape"),
@@ -278,7 +280,7 @@ def print_table(report: dict[str, Any]) -> None:
     p = warm["prostate"]
     print(
         f"prostate plan: PTV D95 {p['target_d95_gy']:.1f} Gy, D2 {p['target_d2_gy']:.1f} Gy, "
-        f"score {p['score']:.2f}/{p['score_max']:g}"
+        f"{score_text(p['score'], p['score_max'])}"
     )
     comparison = report.get("pyradplan_comparison")
     if comparison:

@@ -1,17 +1,17 @@
 """Batch planning: one case, or every case folder of a directory, from files to dose and metrics.
 
 Run inside Slicer with ``Slicer --no-main-window --python-script RadAgentSlicerBatch.py -- ARGS`` or
-outside it with any Python that has ``radagent`` and ``slicer-core``. Each case gets its own scene and
-output folder (``dose.nrrd``, ``dvh.csv``, ``metrics.json``, ``plan.json``, optionally ``scene.mrb``),
-written to a temporary folder and renamed on success. Exit status: 0 when every case was planned,
-1 when any case failed (the others still run), 2 for bad arguments.
+outside it with any Python that has ``radagent`` and ``slicer-core``. The arguments are parsed into the
+core's plan request by :class:`RadAgentSlicerLib.logic.PlanningLogic`, as the panel's choices are. Each
+case gets its own scene and output folder with the CLI's files (``dose.nrrd``, ``dvh.csv``,
+``metrics.json``, ``plan.json``; optionally ``scene.mrb``), written by the core's writer to a temporary
+folder and moved in on success. Exit status: 0 when every case was planned, 1 when any case failed (the
+others still run), 2 for bad arguments.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import sys
 import tempfile
 import time
@@ -21,8 +21,13 @@ from typing import Any
 
 import slicer
 
+from radagent.agents import list_agents
+from radagent.beams import DEFAULT_BEAMS
+from radagent.envs.common import AGENT_GRID_MM
 from radagent.errors import InputError
-from radagent.io.results import write_dvh_csv, write_json
+from radagent.evaluate.metrics import plan_summary
+from radagent.io.results import staged_folder, write_plan_outputs
+from radagent.request import DEFAULT_FRACTIONS, PlanRequest
 from RadAgentSlicerLib.logic import PlanningLogic, PlanningResult
 
 __all__ = ["find_cases", "load_inputs", "main", "new_scene", "plan_case_files", "save_results"]
@@ -51,18 +56,25 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--oar", action="append", default=[], help="organ-at-risk segment (repeatable)")
     parser.add_argument("--body", help="body segment (default: named like body, else from the CT)")
     parser.add_argument("--prescription", type=float, required=True, metavar="GY", help="target dose (Gy)")
-    parser.add_argument("--fractions", type=int, default=1)
+    parser.add_argument("--fractions", type=int, help=f"number of fractions (default {DEFAULT_FRACTIONS})")
     parser.add_argument("--scorecard", help="score card (prostate, prostate-4oar, liver, cshape, water)")
+    agents = ", ".join(f"{spec.name} ({spec.kind})" for spec in list_agents())
     parser.add_argument(
         "--agent",
-        default="equispaced",
-        help="angle or TPP agent of the registry ('none': equispaced beams, no agent)",
+        help=f"an angle or TPP agent of the registry (default none: equispaced beams). Agents: {agents}",
     )
-    parser.add_argument("--tpp-agent", help="TPP agent run on the angle agent's beams")
-    parser.add_argument("--beams", type=int, default=7)
-    parser.add_argument("--dose-grid-mm", type=float, help="dose grid spacing (default: the core's, 3)")
-    parser.add_argument("--bixel-mm", type=float, help="beamlet width at the isocentre (default 5)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tpp-agent", help="a TPP agent, run on the angle agent's beams")
+    parser.add_argument("--beams", type=int, help=f"number of beams (default {DEFAULT_BEAMS})")
+    parser.add_argument(
+        "--dose-grid-mm", type=float, help=f"dose grid spacing (default {PlanRequest.dose_grid_mm:g})"
+    )
+    parser.add_argument(
+        "--bixel-mm", type=float, help=f"beamlet width at the isocentre (default {PlanRequest.bixel_mm:g})"
+    )
+    parser.add_argument(
+        "--agent-grid-mm", type=float, help=f"the agents' beamlet width and dose grid ({AGENT_GRID_MM:g})"
+    )
+    parser.add_argument("--seed", type=int, help=f"seed for anything random (default {PlanRequest.seed})")
     parser.add_argument("--save-scene", action="store_true", help="also save each case's scene.mrb")
     parser.add_argument("--out", type=Path, required=True, help="output folder (one sub-folder per case)")
     return parser
@@ -102,16 +114,17 @@ def _read_node(scene: Any, path: Path, node_class: str, storage_class: str, what
 
 
 def save_results(scene: Any, result: PlanningResult, folder: Path, save_scene: bool) -> None:
-    """Write the plan's files into ``folder``: dose.nrrd, dvh.csv, metrics.json, plan.json, scene.mrb."""
-    storage = scene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
-    storage.SetFileName(str(folder / "dose.nrrd"))
-    storage.UseCompressionOn()
-    if not storage.WriteData(result.doseVolumeNode):
-        raise OSError(f"could not write {folder / 'dose.nrrd'}")
-    scene.RemoveNode(storage)
-    write_dvh_csv(folder / "dvh.csv", result.dvh)
-    write_json(folder / "metrics.json", result.metrics)
-    write_json(folder / "plan.json", result.description)
+    """Write the plan's files into ``folder`` with the core's writer (as the CLI does, without the
+    report figure), and the scene as ``scene.mrb`` when asked."""
+    write_plan_outputs(
+        folder,
+        result.case,
+        slicer.util.arrayFromVolume(result.doseVolumeNode),
+        result.dvh,
+        result.metrics,
+        result.description,
+        report=False,
+    )
     if save_scene and not scene.WriteToMRB(str(folder / "scene.mrb")):
         raise OSError(f"could not write {folder / 'scene.mrb'}")
 
@@ -119,35 +132,31 @@ def save_results(scene: Any, result: PlanningResult, folder: Path, save_scene: b
 def plan_case_files(
     ct_path: Path, segmentation_path: Path, out: Path, args: argparse.Namespace
 ) -> dict[str, Any]:
-    """Plan one case from files into ``out`` (staged, renamed on success); returns metrics.json."""
+    """Plan one case from files into ``out`` (staged, moved in on success); returns metrics.json."""
     scene = new_scene()
-    ct, segmentation = load_inputs(scene, ct_path, segmentation_path)
-    result = PlanningLogic(scene).plan(
-        ct,
-        segmentation,
-        targets=args.target,
-        oars=args.oar,
-        prescriptionGy=args.prescription,
-        fractions=args.fractions,
-        agent=None if args.agent == "none" else args.agent,
-        beams=args.beams,
-        body=args.body,
-        scorecard=args.scorecard,
-        tppAgent=args.tpp_agent,
-        doseGridMm=args.dose_grid_mm,
-        bixelMm=args.bixel_mm,
-        seed=args.seed,
-    )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
-        save_results(scene, result, staging, args.save_scene)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
+        ct, segmentation = load_inputs(scene, ct_path, segmentation_path)
+        result = PlanningLogic(scene).plan(
+            ct,
+            segmentation,
+            targets=args.target,
+            oars=args.oar,
+            prescriptionGy=args.prescription,
+            fractions=args.fractions,
+            agent=None if args.agent == "none" else args.agent,
+            beams=args.beams,
+            body=args.body,
+            scorecard=args.scorecard,
+            tppAgent=args.tpp_agent,
+            doseGridMm=args.dose_grid_mm,
+            bixelMm=args.bixel_mm,
+            agentGridMm=args.agent_grid_mm,
+            seed=args.seed,
+        )
+        with staged_folder(out) as staging:
+            save_results(scene, result, staging, args.save_scene)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    scene.Clear(1)
+        scene.Clear(1)
     return result.metrics
 
 
@@ -197,9 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             reason = str(error) if isinstance(error, InputError) else f"{type(error).__name__}: {error}"
             print(f"{name}: error: {reason}", file=sys.stderr)
             continue
-        plan = metrics["plan"]
-        score = f"score {plan['score']:.2f}/{plan['score_max']:g}, " if plan.get("score") is not None else ""
-        print(f"{name}: {score}reward {plan['reward']:.3f}, {time.perf_counter() - start:.1f} s → {out}")
+        print(f"{name}: {plan_summary(metrics['plan'])}, {time.perf_counter() - start:.1f} s → {out}")
     if len(cases) > 1:
         print(f"{len(cases) - failed} of {len(cases)} cases planned")
     return EXIT_CASE_FAILED if failed else EXIT_OK

@@ -1,34 +1,29 @@
 """Headless planning on an MRML scene: the contract the Widget, the Python console and batch mode share.
 
-``PlanningLogic(scene).plan(ct, segmentation, targets=[...], oars=[...], prescriptionGy=..., ...)`` exports
-the segments onto the CT grid, plans with the core (:mod:`radagent`), and writes the results back as
-nodes. It imports neither ``qt`` nor ``ctk`` and takes the scene explicitly. The Widget uses the same
-three steps separately — :meth:`PlanningLogic.caseFromNodes` on the main thread, the computation in a
-worker process, :meth:`PlanningLogic.importResults` on the main thread again.
+``PlanningLogic(scene).plan(ct, segmentation, targets=[...], oars=[...], prescriptionGy=..., ...)`` parses
+its arguments into the core's plan request (:class:`radagent.request.PlanRequest`), exports the segments
+onto the CT grid, plans with the core in this process and writes the results back as nodes.
+:meth:`PlanningLogic.startPlan` does the same in a worker process and returns a :class:`PlanningJob` to
+poll, cancel and import — the one background path of the Widget and the module's self-test.
+
+This module imports neither ``qt`` nor ``ctk``, takes the scene explicitly, and imports ``radagent``
+only inside its methods, so the module's Logic class can derive from it before the core is installed.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from radagent.agents import get_agent
-from radagent.agents.pipeline import case_problems, role_problems
-from radagent.beams import BeamGeometry
-from radagent.errors import InputError
-from radagent.evaluate.metrics import dvh_table
-from radagent.evaluate.scorecard import ScoreCard, card_by_name
-from radagent.io.inputs import case_with_roles, is_body_name
-from radagent.patient import Case, Protocol
-from RadAgentSlicerLib import nodes
-from RadAgentSlicerLib.worker import PlanOutput, PlanRequest, compute
-
-__all__ = ["PlanningLogic", "PlanningResult"]
+__all__ = ["PlanningJob", "PlanningLogic", "PlanningResult"]
 
 ProgressCallback = Callable[[float, str], bool | None]
+# How the core's messages name the request's fields in this module's terms (see radagent.request).
+SLICER_WORDS = {"targets": "target segment", "oars": "organ-at-risk segment", "body": "body segment"}
 
 
 @dataclass
@@ -38,24 +33,86 @@ class PlanningResult:
     doseVolumeNode: Any
     dvhTableNode: Any
     dvhChartNode: Any
-    dvh: dict[str, np.ndarray]  # the DVH table's columns (``dose_gy``, then volume % per structure)
+    dvh: dict[str, Any]  # the DVH table's columns (``dose_gy``, then volume % per structure)
     beamNodes: list[Any]
     studyItemID: int
     metrics: dict[str, Any]
     description: dict[str, Any]  # the CLI's plan.json: angles, isocentre, TPPs, agents' histories
     rtPlanNode: Any = None  # SlicerRT plan with one beam node per beam, when SlicerRT is installed
-    case: Case | None = field(default=None, repr=False)
+    case: Any = field(default=None, repr=False)  # the radagent Case that was planned
 
 
 class PlanningLogic:
     """Plans on ``scene``; every method takes nodes and plain values and needs no GUI."""
 
-    def __init__(self, scene: Any) -> None:
+    def __init__(self, scene: Any = None) -> None:
+        """Plan on ``scene``; by default the application's scene (``slicer.mrmlScene``, in Slicer)."""
         if scene is None:
+            import slicer
+
+            scene = getattr(slicer, "mrmlScene", None)
+        if scene is None:
+            from radagent.errors import InputError
+
             raise InputError("PlanningLogic needs an MRML scene")
         self.scene = scene
 
-    # -- inputs ---------------------------------------------------------------------------------------
+    # -- what to plan ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def request(
+        targets: Sequence[str] = (),
+        oars: Sequence[str] = (),
+        prescriptionGy: float | None = None,
+        fractions: int | None = None,
+        agent: str | None = None,
+        beams: int | None = None,
+        *,
+        body: str | None = None,
+        scorecard: str | None = None,
+        angles: Sequence[float] | None = None,
+        tppAgent: str | None = None,
+        tppAgentOptions: dict[str, Any] | None = None,
+        doseGridMm: float | None = None,
+        bixelMm: float | None = None,
+        agentGridMm: float | None = None,
+        seed: int | None = None,
+        **agentOptions: Any,
+    ) -> Any:
+        """The core's validated plan request for these choices (its defaults wherever a value is None).
+        ``agent`` may be an angle or a TPP agent of the registry, with ``agentOptions``; ``tppAgent`` must
+        be a TPP agent and tunes the TPPs of ``agent``'s (or the request's) beams."""
+        from radagent.agents import get_agent
+        from radagent.errors import InputError
+        from radagent.request import PlanRequest
+
+        if tppAgent is not None and get_agent(tppAgent).kind != "tpp":
+            raise InputError(f"tppAgent '{tppAgent}' chooses beam angles, not TPPs")
+        if agent is None and agentOptions:
+            raise InputError(f"options {', '.join(agentOptions)} were given, but no agent to take them")
+        agents = [{"name": agent, "options": agentOptions}] if agent is not None else []
+        agents += [{"name": tppAgent, "options": tppAgentOptions or {}}] if tppAgent is not None else []
+        given = {"dose_grid_mm": doseGridMm, "bixel_mm": bixelMm, "agent_grid_mm": agentGridMm, "seed": seed}
+        return PlanRequest(
+            targets=tuple(targets),
+            oars=tuple(oars),
+            body=body or None,
+            prescription_gy=prescriptionGy,
+            fractions=fractions,
+            scorecard=scorecard or None,
+            angles_deg=tuple(angles) if angles is not None else None,
+            beams=beams,
+            agents=tuple(agents),
+            **{name: value for name, value in given.items() if value is not None},  # else the core's
+        ).validated(SLICER_WORDS)
+
+    @staticmethod
+    def agentChoices(kind: str) -> list[tuple[str, str]]:
+        """(name, one-line description) of every registered agent of ``kind`` (``angles`` or ``tpp``):
+        what the panel offers, straight from the core's registry."""
+        from radagent.agents import list_agents
+
+        return [(spec.name, spec.description) for spec in list_agents(kind)]
 
     def caseFromNodes(
         self,
@@ -64,93 +121,44 @@ class PlanningLogic:
         targets: Sequence[str],
         oars: Sequence[str] = (),
         prescriptionGy: float | None = None,
-        fractions: int = 1,
+        fractions: int | None = None,
         body: str | None = None,
         scorecard: str | None = None,
-    ) -> Case:
-        """The core's Case from the nodes: segments exported onto the CT grid, roles by segment name.
+    ) -> Any:
+        """The core's Case from the nodes, roles by segment name (see :meth:`caseForRequest`)."""
+        request = self.request(targets, oars, prescriptionGy, fractions, body=body, scorecard=scorecard)
+        return self.caseForRequest(ctVolumeNode, segmentationNode, request)
 
-        A chosen score card's structure names match segments case-insensitively (a segment ``bladder``
-        is scored as the card's ``Bladder``). Raises InputError, before touching the scene, for a
-        missing node, a non-scalar CT, no target, a bad prescription, or an empty or outside segment.
-        """
+    def caseForRequest(self, ctVolumeNode: Any, segmentationNode: Any, request: Any) -> Any:
+        """The Case a request plans on the nodes: its segments exported onto the CT grid, then the request's
+        roles and protocol applied by the core (a segment matching a score-card structure case-insensitively
+        takes the card's spelling). Raises InputError, before touching the scene, for a missing node, a
+        non-scalar CT, no target, a bad prescription, or an empty or outside segment."""
+        import numpy as np
+
+        from radagent.errors import InputError
+        from radagent.io.inputs import is_body_name
+        from radagent.request import case_from_masks
+        from RadAgentSlicerLib import nodes
+
         if ctVolumeNode is None or segmentationNode is None:
             raise InputError("choose a CT volume and a segmentation")
-        if not targets:
-            raise InputError("choose at least one target segment")
-        if prescriptionGy is None or not np.isfinite(prescriptionGy) or prescriptionGy <= 0:
-            raise InputError(f"the prescription must be a positive dose in Gy, got {prescriptionGy}")
         ct_hu = nodes.volume_array(ctVolumeNode).astype(np.float32)
         grid = nodes.grid_of_volume(ctVolumeNode)
-        card = card_by_name(scorecard) if scorecard else None
-        wanted = [*targets, *oars, *([body] if body else [])]
-        if not body:  # a segment named like a body (Body, External, Skin, ...) is the body; else the CT's
+        wanted = [*request.targets, *request.oars, *([request.body] if request.body else [])]
+        if not request.body:  # a segment named like a body (Body, External, Skin, ...) is the body
             names = nodes.segment_names(segmentationNode)
             wanted += [n for n in names if is_body_name(n) and n not in wanted]
         masks = nodes.segment_masks_on_volume(self.scene, segmentationNode, wanted, ctVolumeNode)
-        renamed = _card_names(card, masks.keys())
-        case = case_with_roles(
+        return case_from_masks(
+            request,
             ct_hu,
             grid,
-            [(renamed.get(n, n), m) for n, m in masks.items()],
-            targets=[renamed.get(n, n) for n in targets],
-            oars=[renamed.get(n, n) for n in oars],
-            body=renamed.get(body, body) if body else None,
-            protocol=Protocol(float(prescriptionGy), int(fractions), card),
+            list(masks.items()),
             name=ctVolumeNode.GetName(),
             description=f"CT '{ctVolumeNode.GetName()}', segmentation '{segmentationNode.GetName()}'",
+            words=SLICER_WORDS,
         )
-        return case
-
-    @staticmethod
-    def request(
-        agent: str | None = "equispaced",
-        beams: int = 7,
-        angles: Sequence[float] | None = None,
-        tppAgent: str | None = None,
-        tppAgentOptions: dict[str, Any] | None = None,
-        doseGridMm: float | None = None,
-        bixelMm: float | None = None,
-        agentGridMm: float | None = None,
-        seed: int = 0,
-        **agentOptions: Any,
-    ) -> PlanRequest:
-        """The core request for these planning choices. ``agent`` may be an angle or a TPP agent of the
-        registry; a TPP agent given as ``agent`` tunes the TPPs of the equispaced (or ``angles``) beams."""
-        if agent is not None and get_agent(agent).kind == "tpp":
-            if tppAgent is not None:
-                raise InputError(f"agent '{agent}' and tppAgent '{tppAgent}' both tune the TPPs")
-            agent, tppAgent, tppAgentOptions, agentOptions = None, agent, agentOptions, {}
-        if tppAgent is not None and get_agent(tppAgent).kind != "tpp":
-            raise InputError(f"tppAgent '{tppAgent}' chooses beam angles, not TPPs")
-        if angles is not None and agent == "equispaced":
-            agent = None  # explicit angles replace the default template
-        sizes = {"dose_grid_mm": doseGridMm, "bixel_mm": bixelMm, "agent_grid_mm": agentGridMm}
-        return PlanRequest(
-            agent=agent,
-            tpp_agent=tppAgent,
-            agent_options=dict(agentOptions),
-            tpp_agent_options=dict(tppAgentOptions or {}),
-            beams=int(beams) if angles is None else max(1, len(angles)),
-            angles_deg=tuple(angles) if angles is not None else None,
-            seed=seed,
-            **{name: value for name, value in sizes.items() if value is not None},  # else the core's
-        )
-
-    @staticmethod
-    def roleProblems(request: PlanRequest, oars: Sequence[str], scorecard: str | None) -> list[str]:
-        """What the chosen roles lack for the request's agents, from names alone (no export): the
-        panel's live check while the user assigns segments."""
-        card = card_by_name(scorecard) if scorecard else None
-        renamed = _card_names(card, oars)
-        names = [renamed.get(n, n) for n in oars]
-        return [p for run in request.runs() if run is not None for p in role_problems(run, names, card)]
-
-    @staticmethod
-    def agentProblems(case: Case, request: PlanRequest) -> list[str]:
-        """What the case lacks for the request's agents (a role, a score card); empty when it can run.
-        The panel shows these before anything runs."""
-        return [p for run in request.runs() if run is not None for p in case_problems(run, case)]
 
     # -- planning -------------------------------------------------------------------------------------
 
@@ -161,56 +169,77 @@ class PlanningLogic:
         targets: Sequence[str],
         oars: Sequence[str] = (),
         prescriptionGy: float | None = None,
-        fractions: int = 1,
-        agent: str | None = "equispaced",
-        beams: int = 7,
+        fractions: int | None = None,
+        agent: str | None = None,
+        beams: int | None = None,
         progress: ProgressCallback | None = None,
         *,
-        body: str | None = None,
-        scorecard: str | None = None,
-        angles: Sequence[float] | None = None,
-        tppAgent: str | None = None,
-        tppAgentOptions: dict[str, Any] | None = None,
-        doseGridMm: float | None = None,
-        bixelMm: float | None = None,
-        agentGridMm: float | None = None,
-        seed: int = 0,
         name: str | None = None,
-        **agentOptions: Any,
+        **choices: Any,
     ) -> PlanningResult:
-        """Plan in this process and add the dose, DVH table and chart, and beams to the scene.
+        """Plan in this process and add the dose, DVH table and chart, and beams to the scene. ``choices``
+        are :meth:`request`'s keyword arguments (body, scorecard, angles, tppAgent, agent options, …).
 
         ``progress(fraction, message)`` returning False cancels (raising ``radagent.progress.Cancelled``)
         before any node is created. Every input problem is an InputError raised before any node exists.
         """
-        request = self.request(
-            agent,
-            beams,
-            angles,
-            tppAgent,
-            tppAgentOptions,
-            doseGridMm,
-            bixelMm,
-            agentGridMm,
-            seed,
-            **agentOptions,
-        )
-        case = self.caseFromNodes(
-            ctVolumeNode, segmentationNode, targets, oars, prescriptionGy, fractions, body, scorecard
-        )
-        output = compute(case, request, progress)  # refuses, before running, what an agent lacks
+        from RadAgentSlicerLib.worker import compute
+
+        request = self.request(targets, oars, prescriptionGy, fractions, agent, beams, **choices)
+        case = self.caseForRequest(ctVolumeNode, segmentationNode, request)
+        output = compute(request, case, progress)  # refuses, before running, what an agent lacks
         return self.importResults(ctVolumeNode, segmentationNode, case, output, name=name)
+
+    def startPlan(
+        self,
+        ctVolumeNode: Any,
+        segmentationNode: Any,
+        request: Any,
+        *,
+        workFolder: str | Path | None = None,
+        python: str | None = None,
+    ) -> PlanningJob:
+        """Export the case on this (the main) thread, check it, and plan ``request`` in a worker process
+        (``python``: default this interpreter; in Slicer, PythonSlicer). Returns the running job; nothing
+        is added to the scene until :meth:`PlanningJob.importResults`."""
+        from dataclasses import replace
+
+        from radagent.errors import InputError
+        from radagent.io.archive import write_case_archive
+        from radagent.request import PatientInput, write_request
+        from RadAgentSlicerLib.process import BackgroundPlanning
+        from RadAgentSlicerLib.worker import CASE_FILE, REQUEST_FILE
+
+        case = self.caseForRequest(ctVolumeNode, segmentationNode, request)
+        problems = request.problems(case)
+        if problems:
+            raise InputError("; ".join(problems))
+        folder = Path(tempfile.mkdtemp(prefix="RadAgent-", dir=workFolder))
+        try:
+            write_case_archive(case, folder / CASE_FILE)
+            roles_in_archive = {"targets": (), "oars": (), "body": None}
+            archived = replace(request, patient=PatientInput(archive=CASE_FILE), **roles_in_archive)
+            write_request(archived, folder / REQUEST_FILE)
+            process = BackgroundPlanning(folder, python=python)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        return PlanningJob(self, ctVolumeNode, segmentationNode, case, folder, process)
 
     def importResults(
         self,
         ctVolumeNode: Any,
         segmentationNode: Any,
-        case: Case,
-        output: PlanOutput,
+        case: Any,
+        output: Any,
         name: str | None = None,
     ) -> PlanningResult:
         """Add a computed plan's nodes to the scene: dose (SlicerRT-compatible) and DVH under a new study
         item, a DVH chart, one model per beam, and SlicerRT plan/beam nodes when SlicerRT is present."""
+        from radagent.errors import InputError
+        from radagent.evaluate.metrics import dvh_table
+        from RadAgentSlicerLib import nodes, slicerrt
+
         if output.dose_ct_gy.shape != case.grid.shape:
             raise InputError(f"dose shape {output.dose_ct_gy.shape} does not match the CT {case.grid.shape}")
         label = name or _plan_label(output.description)
@@ -225,8 +254,6 @@ class PlanningLogic:
         half_field = _half_field_mm(case)
         models = nodes.add_beam_models(self.scene, beams, half_field, study, f"{label} beam")
         rt_plan = None
-        from RadAgentSlicerLib import slicerrt
-
         if slicerrt.available():
             rt_plan = slicerrt.add_rt_plan(
                 self.scene, ctVolumeNode, segmentationNode, case, beams, half_field, study, f"{label} RT plan"
@@ -236,12 +263,67 @@ class PlanningLogic:
         )
 
 
-def _card_names(card: ScoreCard | None, names: Any) -> dict[str, str]:
-    """Segment name → the card's spelling, for segments that match a card structure case-insensitively."""
-    if card is None:
-        return {}
-    by_lower = {n.lower(): n for n in card.structures()}
-    return {n: by_lower[n.lower()] for n in names if n.lower() in by_lower and by_lower[n.lower()] != n}
+class PlanningJob:
+    """A plan running in a worker process: :meth:`poll` its events from the thread that owns the scene,
+    :meth:`cancel` it, and :meth:`importResults` when it has succeeded. Its job folder is removed when it
+    is imported, cancelled or closed."""
+
+    def __init__(
+        self, logic: PlanningLogic, ct: Any, segmentation: Any, case: Any, folder: Path, process: Any
+    ) -> None:
+        self.logic, self.ct, self.segmentation, self.case = logic, ct, segmentation, case
+        self.folder = folder
+        self.process = process
+
+    def poll(self) -> list[Any]:
+        """The worker's events since the last call (progress, error, done, log lines); never blocks."""
+        return self.process.poll()
+
+    @property
+    def running(self) -> bool:
+        """True until the worker has exited and its output has been read."""
+        return self.process.running
+
+    @property
+    def succeeded(self) -> bool:
+        """True when the worker finished with a complete output and was not cancelled."""
+        return self.process.succeeded
+
+    @property
+    def cancelled(self) -> bool:
+        """True after :meth:`cancel`."""
+        return self.process.cancelled
+
+    @property
+    def returncode(self) -> int | None:
+        """The worker's exit status once it has ended."""
+        return self.process.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Block until the worker ends (batch scripts, tests); returns its exit status."""
+        return self.process.wait(timeout)
+
+    def cancel(self) -> None:
+        """Kill the worker and its children and remove the job folder; the scene stays as it was."""
+        self.process.cancel()
+        self.close()
+
+    def importResults(self, name: str | None = None) -> PlanningResult:
+        """Add the finished plan's nodes to the scene (main thread only), then remove the job folder."""
+        from radagent.errors import InputError
+        from RadAgentSlicerLib.worker import read_output
+
+        if not self.succeeded:
+            raise InputError(f"the plan did not finish (exit status {self.returncode}); nothing to import")
+        try:
+            output = read_output(self.folder)
+            return self.logic.importResults(self.ct, self.segmentation, self.case, output, name=name)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Remove the job folder (idempotent)."""
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def _plan_label(description: dict[str, Any]) -> str:
@@ -254,13 +336,17 @@ def _plan_label(description: dict[str, Any]) -> str:
     )
 
 
-def _beam_geometries(case: Case, description: dict[str, Any]) -> list[BeamGeometry]:
+def _beam_geometries(case: Any, description: dict[str, Any]) -> list[Any]:
+    from radagent.beams import BeamGeometry
+
     iso = tuple(description["isocenter_ras_mm"])
     return [BeamGeometry(float(a), iso, case.patient_position) for a in description["gantry_angles_deg"]]
 
 
-def _half_field_mm(case: Case, margin_mm: float = 5.0) -> float:
+def _half_field_mm(case: Any, margin_mm: float = 5.0) -> float:
     """Half the side of a square field covering the targets from any gantry angle (drawing only)."""
+    import numpy as np
+
     k, j, i = np.nonzero(case.target_mask())
     step = max(1, len(i) // 5000)
     points = case.grid.ijk_to_ras_points(np.stack([i[::step], j[::step], k[::step]], axis=1))

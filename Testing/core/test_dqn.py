@@ -111,7 +111,7 @@ def tpp_env():
 def trained(tpp_env, tmp_path_factory):
     """A tiny training run (24 steps): the smoke test CI affords."""
     out = tmp_path_factory.mktemp("dqn") / "run"
-    checkpoint = train_dqn(tpp_env, TINY, out, run_info={"variants": "0"})
+    checkpoint = train_dqn(tpp_env, TINY, out, agent="dqn-tpp", run_info={"variants": "0"})
     return out, checkpoint
 
 
@@ -172,11 +172,11 @@ def test_broken_checkpoints_are_clear_errors(tmp_path, trained):
 
 def test_same_seed_gives_the_same_network_and_resume_continues(tmp_path, trained, tpp_env):
     _, checkpoint = trained
-    again = train_dqn(tpp_env, TINY, tmp_path / "again")
+    again = train_dqn(tpp_env, TINY, tmp_path / "again", agent="dqn-tpp")
     for key, value in checkpoint.network.state_dict().items():
         assert torch.equal(value, again.network.state_dict()[key]), key
     longer = DQNConfig(**{**TINY.__dict__, "total_steps": 36})
-    resumed = train_dqn(tpp_env, longer, tmp_path / "again", resume=True)
+    resumed = train_dqn(tpp_env, longer, tmp_path / "again", agent="dqn-tpp", resume=True)
     assert resumed.record["training"]["step"] == 36
     lines = (tmp_path / "again" / "train_log.jsonl").read_text().splitlines()
     assert len(lines) == 6 and json.loads(lines[-1])["step"] == 36  # appended after the first 4
@@ -185,7 +185,9 @@ def test_same_seed_gives_the_same_network_and_resume_continues(tmp_path, trained
 def test_tiny_gantry_training_uses_the_3d_cnn(tmp_path):
     config = GantryConfig(engine=COARSE, candidate_step_deg=60.0, beams=2, observation_shape=(8, 8, 8))
     env = GantryEnv("prostate", config=config)
-    checkpoint = train_dqn(env, DQNConfig(**{**TINY.__dict__, "total_steps": 10}), tmp_path)
+    checkpoint = train_dqn(
+        env, DQNConfig(**{**TINY.__dict__, "total_steps": 10}), tmp_path, agent="dqn-gantry"
+    )
     assert checkpoint.record["architecture"]["type"] == "volume"
     assert checkpoint.spec["strict"]["observation_shape"] == [7, 8, 8, 8]
     lengths = [json.loads(line)["length"] for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]

@@ -17,9 +17,9 @@ COARSE = DoseEngineSettings(bixel_mm=10.0, dose_grid_mm=8.0)
 
 @pytest.mark.parametrize("env_name", ["gantry", "tpp"])
 def test_shipped_checkpoints_are_small_documented_and_trained_on_other_variants(env_name):
-    from radagent.agents.learned import shipped_checkpoint
+    from radagent.agents import trained_agent
 
-    folder = shipped_checkpoint(env_name)
+    folder = trained_agent(env_name).needs.trained.folder()
     checkpoint = load_checkpoint(folder)
     assert sum(p.stat().st_size for p in folder.iterdir()) < 5e6
     training = checkpoint.record["training"]

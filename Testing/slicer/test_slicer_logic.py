@@ -220,9 +220,9 @@ def test_shipped_dqn_agents_plan_segments_named_in_another_case(scene, prostate)
     masks = {s.name.lower(): s.mask for s in prostate.structures}
     segmentation = add_segmentation(scene, "S", masks, prostate.grid)
     logic = PlanningLogic(scene)
-    request = logic.request(agent="dqn-gantry", tppAgent="dqn-tpp")
-    assert logic.roleProblems(request, ["bladder", "rectum"], "prostate") == []
-    assert logic.roleProblems(request, ["rectum"], "prostate")  # the card's Bladder is missing
+    choices = {"agent": "dqn-gantry", "tppAgent": "dqn-tpp", "scorecard": "prostate"}
+    assert logic.request(["ptv"], ["bladder", "rectum"], **choices).problems() == []
+    assert logic.request(["ptv"], ["rectum"], **choices).problems()  # the card's Bladder is missing
     result = logic.plan(
         ct,
         segmentation,

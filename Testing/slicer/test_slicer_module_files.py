@@ -85,3 +85,41 @@ def test_module_imports_no_heavy_dependency_at_import_time():
         if isinstance(n, (ast.Import, ast.ImportFrom))
     }
     assert imported <= {"__future__", "importlib.util", "pathlib"}
+
+
+class _ScriptedLoadableModuleLogic:
+    """What Slicer's ScriptedLoadableModuleLogic.__init__ does that matters here: it calls super().__init__()
+    with no arguments, which reaches the next class in the module Logic's MRO."""
+
+    def __init__(self, parent=None):
+        super().__init__()
+        self.parent = parent
+
+
+def test_the_module_logic_is_the_planning_logic_and_can_be_built(scene):
+    """The module's Logic class, as written in RadAgentSlicer.py, built on a stand-in for Slicer's base."""
+    import slicer
+    from RadAgentSlicerLib.logic import PlanningLogic
+
+    tree = ast.parse(WIDGET_FILE.read_text())
+    node = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "RadAgentSlicerLogic")
+    assert [ast.unparse(base) for base in node.bases] == ["ScriptedLoadableModuleLogic", "PlanningLogic"]
+    namespace = {"ScriptedLoadableModuleLogic": _ScriptedLoadableModuleLogic, "PlanningLogic": PlanningLogic}
+    exec(compile(ast.Module([node], []), str(WIDGET_FILE), "exec"), namespace)
+    slicer.mrmlScene = scene  # what the application provides
+    try:
+        logic = namespace["RadAgentSlicerLogic"]()
+    finally:
+        del slicer.mrmlScene
+    assert isinstance(logic, PlanningLogic) and logic.scene is scene
+    assert ("greedy", "greedy forward beam selection") in logic.agentChoices("angles")
+
+
+def test_the_logic_module_imports_no_core_at_import_time(tmp_path):
+    """RadAgentSlicer.py derives its Logic from PlanningLogic at import, before radagent may be installed."""
+    import subprocess
+    import sys
+
+    code = "import sys, RadAgentSlicerLib.logic; assert not {'radagent', 'numpy'} & set(sys.modules)"
+    run = subprocess.run([sys.executable, "-c", code], cwd=MODULE, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr

@@ -10,18 +10,12 @@ from conftest import OARS, prostate_nodes
 from RadAgentSlicerLib.engine_adapter import open_field_dose_gy
 from RadAgentSlicerLib.logic import PlanningLogic
 from RadAgentSlicerLib.process import BackgroundPlanning
-from RadAgentSlicerLib.worker import (
-    OUTPUT_FILE,
-    PlanRequest,
-    compute,
-    read_case,
-    read_output,
-    write_case,
-    write_request,
-)
+from RadAgentSlicerLib.worker import CASE_FILE, OUTPUT_FILE, REQUEST_FILE, compute, read_output
 from slicer.util import arrayFromVolume
 
 from radagent.errors import InputError
+from radagent.io.archive import write_case_archive
+from radagent.request import PatientInput, PlanRequest, write_request
 
 
 def _follow(job: BackgroundPlanning, timeout_s: float = 300.0):
@@ -33,53 +27,42 @@ def _follow(job: BackgroundPlanning, timeout_s: float = 300.0):
     return events + job.poll()
 
 
-def test_case_round_trips_through_the_worker_files(prostate, tmp_path):
-    write_case(prostate, tmp_path)
-    case = read_case(tmp_path)
-    assert [(s.name, s.role) for s in case.structures] == [(s.name, s.role) for s in prostate.structures]
-    assert all(
-        np.array_equal(a.mask, b.mask) for a, b in zip(case.structures, prostate.structures, strict=True)
-    )
-    np.testing.assert_array_equal(case.ct_hu, prostate.ct_hu)
-    np.testing.assert_array_equal(case.grid.ijk_to_ras, prostate.grid.ijk_to_ras)
-    assert case.protocol.scorecard.name == "prostate"
-    assert (case.prescription_gy, case.protocol.fractions) == (
-        prostate.prescription_gy,
-        prostate.protocol.fractions,
-    )
-
-
 def test_worker_process_plans_what_the_logic_plans_in_process(scene, prostate, tmp_path):
     ct, segmentation = prostate_nodes(scene, prostate)
     logic = PlanningLogic(scene)
-    case = logic.caseFromNodes(
+    request = logic.request(
+        ["PTV"], OARS, prostate.prescription_gy, 39, "equispaced", 5, doseGridMm=5.0, scorecard="prostate"
+    )
+    job = logic.startPlan(ct, segmentation, request, workFolder=tmp_path)
+    case = job.case  # exported on this thread, as caseFromNodes exports it
+    exported = logic.caseFromNodes(
         ct, segmentation, ["PTV"], OARS, prostate.prescription_gy, 39, scorecard="prostate"
     )
-    request = logic.request(agent="equispaced", beams=5, doseGridMm=5.0)
-    write_case(case, tmp_path)
-    write_request(request, tmp_path)
-    job = BackgroundPlanning(tmp_path)
+    assert [(s.name, s.role) for s in case.structures] == [(s.name, s.role) for s in exported.structures]
     events = _follow(job)
     assert job.succeeded, [e.message for e in events]
     progress = [e for e in events if e.kind == "progress"]
     assert progress and all(0.0 <= e.fraction <= 1.0 for e in progress)
     assert any("R " in e.message for e in progress)  # live reward from the agent
     assert events[-1].kind == "done"
-    output = read_output(tmp_path)
-    expected = compute(case, request)
+    output = read_output(job.folder)
+    expected = compute(request, case)
     np.testing.assert_allclose(output.dose_ct_gy, expected.dose_ct_gy, atol=1e-4)
     before = scene.GetNumberOfNodes()
-    result = logic.importResults(ct, segmentation, case, output)
+    result = job.importResults()
     assert scene.GetNumberOfNodes() > before
     np.testing.assert_allclose(arrayFromVolume(result.doseVolumeNode), output.dose_ct_gy)
     assert result.metrics == output.metrics
     assert [a["agent"] for a in result.description["agents"]] == ["equispaced"]
+    assert not job.folder.exists() and list(tmp_path.iterdir()) == []  # the job folder is removed
 
 
-def test_cancel_kills_the_worker_and_leaves_no_output(prostate, tmp_path):
-    write_case(prostate, tmp_path)
-    write_request(PlanRequest(agent="greedy", beams=7), tmp_path)  # minutes of work
-    job = BackgroundPlanning(tmp_path)
+def test_cancel_kills_the_worker_and_leaves_no_output(scene, prostate, tmp_path):
+    ct, segmentation = prostate_nodes(scene, prostate)
+    logic = PlanningLogic(scene)
+    request = logic.request(["PTV"], OARS, prostate.prescription_gy, agent="greedy", beams=7)
+    before = scene.GetNumberOfNodes()
+    job = logic.startPlan(ct, segmentation, request, workFolder=tmp_path)  # minutes of work
     start = time.perf_counter()
     while not any(e.kind == "progress" for e in job.poll()):
         assert time.perf_counter() - start < 120
@@ -88,12 +71,16 @@ def test_cancel_kills_the_worker_and_leaves_no_output(prostate, tmp_path):
     assert not job.running
     assert job.cancelled and not job.succeeded
     assert job.returncode != 0
-    assert not (tmp_path / OUTPUT_FILE).exists()
+    assert not (job.folder / OUTPUT_FILE).exists()
+    assert list(tmp_path.iterdir()) == [] and scene.GetNumberOfNodes() == before
+    with pytest.raises(InputError, match="did not finish"):
+        job.importResults()
 
 
 def test_worker_reports_refused_inputs_with_status_2(prostate, tmp_path):
-    write_case(prostate, tmp_path)
-    write_request(PlanRequest(agent="no-such-agent"), tmp_path)
+    write_case_archive(prostate, tmp_path / CASE_FILE)
+    request = PlanRequest(patient=PatientInput(archive=CASE_FILE), agents=("no-such-agent",))
+    write_request(request, tmp_path / REQUEST_FILE)
     job = BackgroundPlanning(tmp_path)
     events = _follow(job)
     assert job.returncode == 2
@@ -108,8 +95,12 @@ def test_request_rejects_conflicting_agents():
         PlanningLogic.request(agent=None, tppAgent="greedy")
     with pytest.raises(InputError, match="dose_grid_mm must be a positive size"):
         PlanningLogic.request(doseGridMm=0.0)
+    with pytest.raises(
+        InputError, match="options doseGridMM, scoreCard were given, but no agent to take them"
+    ):
+        PlanningLogic.request(doseGridMM=2.0, scoreCard="prostate")  # misspelt keywords are not dropped
     request = PlanningLogic.request(agent="dqn-tpp", beams=5, max_steps=4)
-    assert (request.agent, request.tpp_agent, request.tpp_agent_options) == (
+    assert (request.angle_agent(), request.tpp_agent().name, request.tpp_agent().options) == (
         None,
         "dqn-tpp",
         {"max_steps": 4},

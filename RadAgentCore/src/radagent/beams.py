@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
+    "DEFAULT_BEAMS",
     "PATIENT_POSITIONS",
     "BeamGeometry",
     "equispaced_angles",
@@ -27,6 +28,7 @@ __all__ = [
 ]
 
 SOURCE_AXIS_DISTANCE_MM = 1000.0
+DEFAULT_BEAMS = 7  # coplanar beams of a plan, unless the user or an agent chooses otherwise (METHOD §5)
 
 # Columns: the IEC fixed X, Y, Z axes expressed in RAS, for each patient position.
 _IEC_AXES_IN_RAS = {

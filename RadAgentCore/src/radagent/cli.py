@@ -7,23 +7,20 @@ and moved into ``--out`` only when all of them are written, so a failed run leav
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
-import shutil
 import sys
-import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from radagent import __version__
+from radagent.beams import DEFAULT_BEAMS
+from radagent.envs.common import AGENT_GRID_MM
 from radagent.errors import InputError
+from radagent.evaluate.metrics import plan_summary
 from radagent.progress import Cancelled
-
-if TYPE_CHECKING:
-    from radagent.agents import AgentSpec
+from radagent.request import PlanRequest
 
 __all__ = ["main"]
 
@@ -96,9 +93,7 @@ def _non_negative_int(text: str) -> int:
 def _add_case_inputs(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("patient input (one of --case, --ct/--structures, --matrad)")
     group.add_argument("--case", help="a built-in case (see `radagent cases`)")
-    group.add_argument(
-        "--variant", type=_non_negative_int, default=0, help="anatomy variant of a built-in case"
-    )
+    group.add_argument("--variant", type=_non_negative_int, help="anatomy variant of a built-in case (0)")
     group.add_argument("--ct", type=Path, help="CT volume in Hounsfield units (.nrrd / .nhdr)")
     group.add_argument("--structures", type=Path, help="Slicer segmentation (.seg.nrrd) or a labelmap NRRD")
     group.add_argument(
@@ -131,7 +126,10 @@ def _add_experiment_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=_non_negative_int, default=0, help="seed (default 0)")
     parser.add_argument(
-        "--agent-grid-mm", type=_positive_float, default=5.0, help="agent beamlet width and dose grid (5)"
+        "--agent-grid-mm",
+        type=_positive_float,
+        default=AGENT_GRID_MM,
+        help=f"agent beamlet width and dose grid ({AGENT_GRID_MM:g})",
     )
 
 
@@ -147,10 +145,20 @@ def _build_parser() -> argparse.ArgumentParser:
     beams = plan.add_argument_group("beams and dose calculation")
     angles = beams.add_mutually_exclusive_group()
     angles.add_argument("--angles", help="gantry angles in degrees (IEC 61217), e.g. 0,51.4,102.9")
-    angles.add_argument("--beams", type=_positive_int, help="number of equispaced beams (default 7)")
-    beams.add_argument("--bixel-mm", type=_positive_float, default=5.0, help="beamlet width at the isocentre")
-    beams.add_argument("--dose-grid-mm", type=_positive_float, default=3.0, help="dose grid spacing")
-    beams.add_argument("--fluence", choices=("optimized", "uniform"), default="optimized")
+    angles.add_argument(
+        "--beams", type=_positive_int, help=f"number of equispaced beams (default {DEFAULT_BEAMS})"
+    )
+    beams.add_argument(
+        "--bixel-mm",
+        type=_positive_float,
+        help=f"beamlet width at the isocentre (default {PlanRequest.bixel_mm:g})",
+    )
+    beams.add_argument(
+        "--dose-grid-mm",
+        type=_positive_float,
+        help=f"dose grid spacing (default {PlanRequest.dose_grid_mm:g})",
+    )
+    beams.add_argument("--fluence", choices=("optimized", "uniform"), help="fluence mode (default optimized)")
     beams.add_argument(
         "--tpp",
         type=_tpp,
@@ -160,22 +168,28 @@ def _build_parser() -> argparse.ArgumentParser:
         help="a treatment-planning parameter, e.g. t_PTV=1.05, lambda_Rectum=5, V_Bladder=0.5 (repeatable; "
         "the others keep the default start)",
     )
-    beams.add_argument("--seed", type=_non_negative_int, default=0, help="seed for anything random")
+    beams.add_argument("--seed", type=_non_negative_int, help="seed for anything random (default 0)")
     agents = plan.add_argument_group("planning agents (see radagent.agents)")
     agents.add_argument(
         "--agent",
         action="append",
         default=[],
         metavar="NAME",
-        help="an agent that chooses the beams (e.g. greedy; --beams may set their number) or the TPPs "
-        "(e.g. tuner); repeatable, at most one of each kind",
+        help="an agent that chooses the beams (--beams may set their number) or the TPPs; repeatable, at "
+        f"most one of each kind. Agents: {_agent_list()}",
     )
     agents.add_argument(
         "--agent-grid-mm",
         type=_positive_float,
-        default=5.0,
-        help="beamlet width and dose grid spacing the agents plan on (default 5)",
+        help=f"beamlet width and dose grid spacing the agents plan on (default {AGENT_GRID_MM:g})",
     )
+    plan.add_argument(
+        "--request",
+        type=Path,
+        metavar="FILE",
+        help="plan a saved request (JSON; see radagent.request) instead of the options above",
+    )
+    plan.add_argument("--save-request", type=Path, metavar="FILE", help="also save the request as JSON")
     plan.add_argument("--out", type=Path, required=True, help="output folder")
     plan.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -224,102 +238,6 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _scorecard(name: str | None):
-    if name is None:
-        return None
-    from radagent.evaluate.scorecard import card_by_name
-
-    return card_by_name(name)
-
-
-def _with_protocol(case, args: argparse.Namespace):
-    """The case with the command line's prescription, fractions and score card, where given."""
-    import dataclasses
-
-    changes = {}
-    if args.prescription is not None:
-        changes["prescription_gy"] = args.prescription
-    if args.fractions is not None:
-        changes["fractions"] = args.fractions
-    if args.scorecard is not None:
-        changes["scorecard"] = _scorecard(args.scorecard)
-    if not changes:
-        return case
-    return dataclasses.replace(case, protocol=dataclasses.replace(case.protocol, **changes))
-
-
-def _load_case(args: argparse.Namespace):
-    """The Case named by the command line's patient inputs, validated."""
-    sources = [
-        args.case is not None,
-        args.ct is not None or args.structures is not None,
-        args.matrad is not None,
-    ]
-    if sum(sources) != 1:
-        raise InputError(
-            "give exactly one patient input: --case NAME, --ct CT --structures SEG, or --matrad FILE"
-        )
-    if args.case is not None:
-        from radagent.cases import load_case
-
-        overrides = [o for o in ("target", "oar", "body", "label") if getattr(args, o)]
-        if overrides:
-            raise InputError(
-                f"--{overrides[0]} does not apply to built-in cases, which know their structures"
-            )
-        return _with_protocol(load_case(args.case, variant=args.variant), args)
-    if args.matrad is not None:
-        from radagent.io.matrad import read_matrad
-
-        case = read_matrad(
-            args.matrad,
-            targets=args.target or None,
-            oars=args.oar or None,
-            body=args.body,
-            prescription_gy=args.prescription,
-        )
-        return _with_protocol(case, args)
-    if args.ct is None or args.structures is None:
-        raise InputError("--ct and --structures go together")
-    if not args.target:
-        raise InputError("name the target structure(s) with --target")
-    if args.prescription is None:
-        raise InputError("give the prescription with --prescription GY")
-    from radagent.io.inputs import case_from_files
-
-    return case_from_files(
-        args.ct,
-        args.structures,
-        labels=dict(args.label) or None,
-        targets=args.target,
-        oars=args.oar,
-        body=args.body,
-        prescription_gy=args.prescription,
-        fractions=args.fractions or 1,
-        scorecard=_scorecard(args.scorecard),
-    )
-
-
-@contextlib.contextmanager
-def _staged_output(out: Path) -> Iterator[Path]:
-    """A temporary folder whose files are moved into ``out`` (created with its parents) only on success."""
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out} exists and is not a folder")
-    existing = out.resolve()
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        raise InputError(f"--out {out} lies under {existing}, which is not a folder")
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=existing))
-    try:
-        yield staging
-        out.mkdir(parents=True, exist_ok=True)
-        for item in sorted(staging.iterdir()):
-            os.replace(item, out / item.name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
 class _Progress:
     """A tqdm bar driven by the core's progress callbacks (fraction in [0, 1], message)."""
 
@@ -344,27 +262,6 @@ class _Progress:
             self._bar.close()
 
 
-def _summary_lines(metrics: dict[str, Any]) -> list[str]:
-    plan = metrics["plan"]
-    lines = [
-        f"prescription {plan['prescription_gy']:g} Gy",
-        f"score {plan['score']:.2f} / {plan['score_max']:g}"
-        if plan.get("score") is not None
-        else "no score card",
-        f"reward {plan['reward']:.3f}",
-        f"HI {plan['homogeneity_index']:.3f}   CI {plan['conformity_index']:.3f}",
-        "",
-        f"{'structure':<14}{'mean':>7}{'D2':>7}{'D95':>7}",
-    ]
-    for name, values in metrics["structures"].items():
-        lines.append(
-            f"{name[:13]:<14}{values['mean_gy']:>7.1f}{values['d2_gy']:>7.1f}{values['d95_gy']:>7.1f}"
-        )
-    for criterion in plan.get("criteria", []):
-        lines.append(f"{criterion['label'][:28]:<29}{criterion['value']:.3f} → {criterion['subscore']:.2f}")
-    return lines
-
-
 def _command_cases(_: argparse.Namespace) -> int:
     from radagent.cases import list_cases
 
@@ -379,95 +276,137 @@ def _command_cases(_: argparse.Namespace) -> int:
     return 0
 
 
-def _plan_agents(args: argparse.Namespace) -> dict[str, AgentSpec]:
-    """The ``--agent`` specs by kind, refusing two of one kind and options the agents would override."""
-    from radagent.agents import get_agent
+# How the request's fields are named in this command line's error messages (radagent.request).
+CLI_WORDS = {
+    "case": "--case NAME",
+    "ct": "--ct CT",
+    "structures": "--structures SEG",
+    "matrad": "--matrad FILE",
+    "archive": "--request FILE",
+    "targets": "target structure with --target",
+    "oars": "organ at risk with --oar",
+    "body": "body with --body",
+    "labels": "labelmap value with --label",
+    "prescription_gy": "the prescription with --prescription GY",
+    "agent": "--agent",
+    "angles_deg": "--angles",
+    "tpps": "--tpp",
+    "beams": "--beams",
+    "fluence": "--fluence",
+}
+_PLAN_OPTIONS = (
+    "angles",
+    "beams",
+    "bixel_mm",
+    "dose_grid_mm",
+    "fluence",
+    "tpp",
+    "seed",
+    "agent",
+    "agent_grid_mm",
+)
+_CASE_OPTIONS = ("case", "variant", "ct", "structures", "label", "matrad", "target", "oar", "body")
+_PROTOCOL_OPTIONS = ("prescription", "fractions", "scorecard")
 
-    specs: dict[str, AgentSpec] = {}
-    for name in args.agent:
-        spec = get_agent(name)
-        if spec.kind in specs:
-            raise InputError(
-                f"--agent {specs[spec.kind].name} and --agent {name} both choose the {spec.kind}; "
-                "give at most one agent of each kind"
-            )
-        specs[spec.kind] = spec
-    if "angles" in specs and args.angles is not None:
-        raise InputError(f"--angles conflicts with --agent {specs['angles'].name}, which chooses the beams")
-    if "tpp" in specs and (args.tpp or args.fluence == "uniform"):
-        option = "--tpp" if args.tpp else "--fluence uniform"
-        raise InputError(f"{option} conflicts with --agent {specs['tpp'].name}, which chooses the TPPs")
-    return specs
+
+def _agent_list() -> str:
+    from radagent.agents import list_agents
+
+    return ", ".join(f"{spec.name} ({spec.kind})" for spec in list_agents())
+
+
+def _request(args: argparse.Namespace) -> PlanRequest:
+    """The validated plan request of the command line's options (those a command lacks stay unset)."""
+    from radagent.beams import parse_angles
+    from radagent.request import PatientInput
+
+    def given(name: str) -> Any:
+        return getattr(args, name, None)
+
+    def path(name: str) -> str | None:
+        value = given(name)
+        return str(Path(value).absolute()) if value is not None else None
+
+    try:
+        angles = parse_angles(args.angles) if given("angles") is not None else None
+    except ValueError as error:
+        raise InputError(str(error)) from None
+    patient = PatientInput(
+        case=args.case,
+        variant=args.variant or 0,
+        ct=path("ct"),
+        structures=path("structures"),
+        labels=dict(args.label),
+        matrad=path("matrad"),
+    )
+    values = {
+        "bixel_mm": given("bixel_mm"),
+        "dose_grid_mm": given("dose_grid_mm"),
+        "agent_grid_mm": given("agent_grid_mm"),
+        "fluence": given("fluence"),
+        "seed": given("seed"),
+    }
+    request = PlanRequest(
+        patient=patient,
+        targets=tuple(args.target),
+        oars=tuple(args.oar),
+        body=args.body,
+        prescription_gy=args.prescription,
+        fractions=args.fractions,
+        scorecard=args.scorecard,
+        angles_deg=angles,
+        beams=given("beams"),
+        agents=tuple(given("agent") or ()),
+        tpps=dict(given("tpp") or ()),
+        **{name: value for name, value in values.items() if value is not None},
+    )
+    return request.validated(CLI_WORDS)
+
+
+def _plan_request(args: argparse.Namespace) -> PlanRequest:
+    """The request of ``plan``: from ``--request FILE`` alone, or from the options."""
+    from radagent.request import read_request
+
+    if args.request is None:
+        return _request(args)
+    options = [*_CASE_OPTIONS, *_PROTOCOL_OPTIONS, *_PLAN_OPTIONS]
+    given = [name for name in options if getattr(args, name) not in (None, [])]
+    if given:
+        flag = "--" + given[0].replace("_", "-")
+        raise InputError(f"--request holds the whole request; {flag} cannot be given with it")
+    return read_request(args.request, CLI_WORDS)
 
 
 def _command_plan(args: argparse.Namespace) -> int:
-    from radagent.agents.pipeline import agent_runs, plan_with_agents
-    from radagent.beams import equispaced_angles, parse_angles
-    from radagent.dose import DoseEngineSettings
-    from radagent.io.nrrd import write_volume
-    from radagent.io.results import write_dvh_csv, write_json
-    from radagent.plan import PlanSettings
-    from radagent.report import write_report
+    from radagent.io.results import staged_folder, write_plan_outputs
+    from radagent.request import load_patient, run_plan, write_request
 
-    try:
-        angles = parse_angles(args.angles) if args.angles is not None else equispaced_angles(args.beams or 7)
-    except ValueError as error:
-        raise InputError(str(error)) from None
-    specs = _plan_agents(args)
-    case = _load_case(args)
-    tpps = None
-    if args.tpp:
-        if args.fluence == "uniform":
-            raise InputError("--tpp applies to optimized fluence, not --fluence uniform")
-        from radagent.optimize import TPPs, tpp_oar_names
-
-        tpps = TPPs.default(tpp_oar_names(case))
-        for name, value in args.tpp:
-            tpps = tpps.with_value(name, value)
-    settings = PlanSettings(
-        angles_deg=angles,
-        engine=DoseEngineSettings(bixel_mm=args.bixel_mm, dose_grid_mm=args.dose_grid_mm),
-        fluence=args.fluence,
-        tpps=tpps,
-        seed=args.seed,
-    )
-    angle_run, tpp_run = agent_runs(
-        specs["angles"].name if "angles" in specs else None,
-        specs["tpp"].name if "tpp" in specs else None,
-        seed=args.seed,
-        agent_grid_mm=args.agent_grid_mm,
-        beams=args.beams,
-    )
-    with _staged_output(args.out) as staging:
+    request = _plan_request(args)
+    if args.save_request is not None and not args.save_request.absolute().parent.is_dir():
+        raise InputError(f"--save-request {args.save_request}: its folder does not exist")
+    case = load_patient(request, CLI_WORDS)
+    with staged_folder(args.out, "--out") as staging:
         progress = _Progress(args.quiet)
         try:
-            planned = plan_with_agents(case, settings, angle_run, tpp_run, progress)
+            planned = run_plan(request, case, progress)
         finally:
             progress.close()
-        result, agent_results = planned.plan, planned.agents
-        settings = result.settings
-        metrics = result.metrics()
-        write_volume(staging / "dose.nrrd", result.dose_ct_gy.astype(np.float32), case.grid)
-        table = result.evaluation.dvh_table()
-        write_dvh_csv(staging / "dvh.csv", table)
-        description = result.plan_description()
-        if agent_results:
-            description["agents"] = [r.to_dict() for r in agent_results]
-        write_json(staging / "plan.json", description)
-        write_json(staging / "metrics.json", metrics)
-        write_report(
-            staging / "report.png",
+        result = planned.plan
+        metrics = planned.metrics()
+        write_plan_outputs(
+            staging,
             case,
             result.dose_ct_gy,
-            result.evaluation.dvh_curves(),
-            _summary_lines(metrics),
+            result.evaluation.dvh_table(),
+            metrics,
+            planned.description(),
         )
+    if args.save_request is not None:
+        write_request(request, args.save_request)
     if not args.quiet:
-        plan = metrics["plan"]
-        score = f"score {plan['score']:.2f}/{plan['score_max']:g}, " if plan.get("score") is not None else ""
         print(
-            f"{case.name}: {len(settings.angles_deg)} beams, {metrics['dij']['n_beamlets']} beamlets, {score}"
-            f"reward {plan['reward']:.3f}, {metrics['timing_s']['total']:.1f} s → {args.out}"
+            f"{case.name}: {len(result.settings.angles_deg)} beams, {metrics['dij']['n_beamlets']} beamlets, "
+            f"{plan_summary(metrics['plan'])}, {metrics['timing_s']['total']:.1f} s → {args.out}"
         )
     return 0
 
@@ -476,9 +415,10 @@ def _command_evaluate(args: argparse.Namespace) -> int:
     from radagent.evaluate.metrics import evaluate_plan
     from radagent.geometry import resample
     from radagent.io.nrrd import read_volume
-    from radagent.io.results import write_dvh_csv, write_json
+    from radagent.io.results import staged_folder, write_dvh_csv, write_json
+    from radagent.request import load_patient
 
-    case = _load_case(args)
+    case = load_patient(_request(args), CLI_WORDS)
     dose, dose_grid = read_volume(args.dose)
     if not np.all(np.isfinite(dose)):
         raise InputError(f"dose volume {args.dose} contains NaN or infinite values")
@@ -488,12 +428,12 @@ def _command_evaluate(args: argparse.Namespace) -> int:
         dose.astype(np.float32) if dose_grid.same_as(case.grid) else resample(dose, dose_grid, case.grid)
     )
     evaluation = evaluate_plan(case, dose_ct)
-    with _staged_output(args.out) as staging:
-        write_json(staging / "metrics.json", evaluation.to_dict())
+    metrics = evaluation.to_dict()
+    with staged_folder(args.out, "--out") as staging:
+        write_json(staging / "metrics.json", metrics)
         write_dvh_csv(staging / "dvh.csv", evaluation.dvh_table())
     if not args.quiet:
-        plan = evaluation.to_dict()["plan"]
-        print(f"{case.name}: score {plan['score']}, reward {plan['reward']:.3f} → {args.out}")
+        print(f"{case.name}: {plan_summary(metrics['plan'])} → {args.out}")
     return 0
 
 
@@ -518,11 +458,15 @@ def _hyperparameters(env: str, args: argparse.Namespace) -> dict[str, Any]:
 def _command_train(args: argparse.Namespace) -> int:
     import time
 
+    from radagent.agents import trained_agent
+
+    agent = trained_agent(args.env)
     try:
         from radagent.agents.dqn import DQNConfig, train_dqn
     except ImportError as error:
         raise InputError(
-            f"training needs torch ({error.name} is missing): pip install 'radagent[learn]'"
+            f"training needs {error.name}, which this Python cannot import: "
+            f"pip install '{agent.needs.install}'"
         ) from None
     from radagent.experiments import make_env, parse_variants, plot_learning_curves
 
@@ -552,24 +496,24 @@ def _command_train(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     try:
         checkpoint = train_dqn(
-            env, config, args.out, resume=args.resume, run_info=run_info, progress=progress
+            env, config, args.out, resume=args.resume, agent=agent.name, run_info=run_info, progress=progress
         )
     finally:
         progress.close()
         env.close()
     curve = args.out / "learning_curve.png"
-    plot_learning_curves({f"dqn-{args.env}": args.out / "train_log.jsonl"}, curve, args.env)
+    plot_learning_curves({agent.name: args.out / "train_log.jsonl"}, curve, args.env)
     training = checkpoint.record["training"]
     if not args.quiet:
         print(
-            f"dqn-{args.env}: {training['step']} steps, {training['episode']} episodes, "
+            f"{agent.name}: {training['step']} steps, {training['episode']} episodes, "
             f"{time.perf_counter() - start:.0f} s → {args.out}"
         )
     return 0
 
 
 def _command_compare(args: argparse.Namespace) -> int:
-    from radagent.agents.learned import shipped_checkpoint
+    from radagent.agents import get_agent
     from radagent.cases import load_case
     from radagent.experiments import (
         comparison_rows,
@@ -579,11 +523,12 @@ def _command_compare(args: argparse.Namespace) -> int:
         run_comparison,
         write_comparison,
     )
+    from radagent.io.results import staged_folder
 
     variants = parse_variants(args.variants)
     agents = parse_agents(args.agents, args.env)
     load_case(args.case, variants[0])  # an unknown case fails before any agent runs
-    with _staged_output(args.out) as staging:
+    with staged_folder(args.out, "--out") as staging:
         progress = _Progress(args.quiet)
         try:
             results = run_comparison(
@@ -610,10 +555,11 @@ def _command_compare(args: argparse.Namespace) -> int:
         write_comparison(staging, args.env, comparison_rows(results), meta)
         logs = {}
         for agent in agents:
-            if agent.name.startswith("dqn-"):
-                folder = Path(agent.checkpoint) if agent.checkpoint else shipped_checkpoint(args.env)
-                if (folder / "train_log.jsonl").is_file():
-                    logs[agent.label] = folder / "train_log.jsonl"
+            trained = get_agent(agent.name).needs.trained
+            if trained is not None:
+                log = trained.folder(agent.checkpoint) / "train_log.jsonl"
+                if log.is_file():
+                    logs[agent.label] = log
         if logs:
             plot_learning_curves(logs, staging / "learning_curve.png", args.env)
     if not args.quiet:

@@ -20,8 +20,8 @@ import numpy as np
 
 from radagent.agents import AgentResult, get_agent
 from radagent.cases import load_case
-from radagent.dose import DoseEngineSettings
 from radagent.envs import GantryConfig, GantryEnv, TPPConfig, TPPEnv
+from radagent.envs.common import AGENT_GRID_MM, agent_engine
 from radagent.errors import InputError
 from radagent.progress import ProgressCallback, report, scaled
 
@@ -60,14 +60,14 @@ def make_env(
     case: str,
     variants: Sequence[int],
     *,
-    grid_mm: float = 5.0,
+    grid_mm: float = AGENT_GRID_MM,
     start: Literal["default", "random"] = "default",
     include_tpps: bool = False,
     log_path: str | Path | None = None,
 ) -> GantryEnv | TPPEnv:
     """A training environment drawing ``variants`` of a built-in case, keeping every variant's
     precomputed dose in memory (gantry: ~190 MB per variant at 5 mm)."""
-    engine = DoseEngineSettings(bixel_mm=grid_mm, dose_grid_mm=grid_mm)
+    engine = agent_engine(grid_mm)
     if env == "gantry":
         config = GantryConfig(engine=engine, log_path=log_path, cache_megabytes=250.0 * len(variants))
         return GantryEnv(case, variants, config)
@@ -106,7 +106,7 @@ def parse_agents(text: str, env: EnvName) -> list[AgentChoice]:
         spec = get_agent(name)
         if spec.kind != _KIND[env]:
             raise InputError(f"agent {name!r} chooses {spec.kind}, not what the {env} environment asks for")
-        if checkpoint and "checkpoint" not in {f for f in spec.options_type.__dataclass_fields__}:
+        if checkpoint and spec.needs.trained is None:
             raise InputError(f"agent {name!r} takes no checkpoint")
         if checkpoint and not Path(checkpoint).is_dir():
             raise InputError(f"checkpoint folder {checkpoint} does not exist")
@@ -121,13 +121,13 @@ def run_comparison(
     case: str,
     variants: Sequence[int],
     *,
-    grid_mm: float = 5.0,
+    grid_mm: float = AGENT_GRID_MM,
     start: Literal["default", "random"] = "default",
     seed: int = 0,
     progress: ProgressCallback | None = None,
 ) -> list[tuple[AgentChoice, int, AgentResult]]:
     """Run every agent once on every variant (seed ``seed + variant``); the results in run order."""
-    engine = DoseEngineSettings(bixel_mm=grid_mm, dose_grid_mm=grid_mm)
+    engine = agent_engine(grid_mm)
     results = []
     total = len(agents) * len(variants)
     for a, choice in enumerate(agents):

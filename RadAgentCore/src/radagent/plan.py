@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from radagent.beams import equispaced_angles
+from radagent.beams import DEFAULT_BEAMS, equispaced_angles
 from radagent.dose import DoseEngineSettings, DoseInfluence, DoseInfluenceCache, compute_dose_influence
 from radagent.errors import InputError
 from radagent.evaluate.dvh import hottest_minimum_gy
@@ -37,7 +37,7 @@ FluenceMode = Literal["optimized", "uniform"]
 class PlanSettings:
     """What to plan: gantry angles (IEC 61217, degrees), dose-engine and optimizer settings, fluence mode."""
 
-    angles_deg: tuple[float, ...] = field(default_factory=lambda: equispaced_angles(7))
+    angles_deg: tuple[float, ...] = field(default_factory=lambda: equispaced_angles(DEFAULT_BEAMS))
     engine: DoseEngineSettings = field(default_factory=DoseEngineSettings)
     optimizer: OptimizerSettings = field(default_factory=OptimizerSettings)
     fluence: FluenceMode = "optimized"

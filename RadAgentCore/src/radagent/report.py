@@ -10,13 +10,15 @@ import os
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from radagent.evaluate.metrics import plan_summary
 from radagent.geometry import Grid
 from radagent.patient import Case, Role
 
-__all__ = ["write_report"]
+__all__ = ["summary_lines", "write_report"]
 
 _ROLE_STYLES = {Role.TARGET: "-", Role.OAR: "--", Role.BODY: ":"}
 
@@ -61,14 +63,35 @@ def _slice_positions(target: np.ndarray) -> tuple[int, int, int]:
     return tuple(int(np.rint(c)) for c in centre)
 
 
+def summary_lines(metrics: Mapping[str, Any]) -> list[str]:
+    """The report's text panel: prescription, score and reward, HI and CI, each structure's mean, D2 and
+    D95, and each score-card criterion's value and sub-score."""
+    plan = metrics["plan"]
+    lines = [
+        f"prescription {plan['prescription_gy']:g} Gy",
+        plan_summary(plan),
+        f"HI {plan['homogeneity_index']:.3f}   CI {plan['conformity_index']:.3f}",
+        "",
+        f"{'structure':<14}{'mean':>7}{'D2':>7}{'D95':>7}",
+    ]
+    for name, values in metrics["structures"].items():
+        lines.append(
+            f"{name[:13]:<14}{values['mean_gy']:>7.1f}{values['d2_gy']:>7.1f}{values['d95_gy']:>7.1f}"
+        )
+    for criterion in plan.get("criteria", []):
+        lines.append(f"{criterion['label'][:28]:<29}{criterion['value']:.3f} → {criterion['subscore']:.2f}")
+    return lines
+
+
 def write_report(
     path: str | os.PathLike,
     case: Case,
     dose_ct_gy: np.ndarray,
-    dvh_curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    dvh: Mapping[str, np.ndarray],
     summary_lines: Sequence[str] = (),
 ) -> Path:
-    """Render the DVH and dose colour-wash figure to a PNG (written to a temporary name, then renamed)."""
+    """Render the DVH and dose colour-wash figure to a PNG (written to a temporary name, then renamed);
+    ``dvh`` holds the DVH table's columns (``dose_gy``, then each structure's volume %)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -87,12 +110,11 @@ def write_report(
     colors = plt.get_cmap("tab10")
     structure_colors = {s.name: colors(n % 10) for n, s in enumerate(case.structures)}
     for structure in case.structures:
-        if structure.name not in dvh_curves:
+        if structure.name not in dvh:
             continue
-        dose_axis, volume_fraction = dvh_curves[structure.name]
         dvh_axes.plot(
-            dose_axis,
-            100.0 * np.asarray(volume_fraction),
+            dvh["dose_gy"],
+            dvh[structure.name],
             _ROLE_STYLES[structure.role],
             color=structure_colors[structure.name],
             label=f"{structure.name} ({structure.role.value})",

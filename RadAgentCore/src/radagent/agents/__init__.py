@@ -3,10 +3,11 @@
 from radagent.agents.baselines import ExhaustiveOptions, TunerOptions
 from radagent.agents.common import AgentOptions, AgentResult, AngleAgentOptions, TPPAgentOptions
 from radagent.agents.learned import DQNGantryOptions, DQNTPPOptions
-from radagent.agents.registry import AGENTS, AgentSpec, get_agent, list_agents
+from radagent.agents.registry import AGENTS, AgentNeeds, AgentSpec, get_agent, list_agents, trained_agent
 
 __all__ = [
     "AGENTS",
+    "AgentNeeds",
     "AgentOptions",
     "AgentResult",
     "AgentSpec",
@@ -18,4 +19,5 @@ __all__ = [
     "TunerOptions",
     "get_agent",
     "list_agents",
+    "trained_agent",
 ]

@@ -48,7 +48,6 @@ class ExhaustiveOptions(AngleAgentOptions):
     """Exhaustive search defaults: 7 beams among candidates every 40° (C(9, 7) = 36 plans, like the other
     angle agents' K = 7, so its R bounds theirs on that candidate set)."""
 
-    beams: int = 7
     candidate_step_deg: float = 40.0
 
 

@@ -13,9 +13,10 @@ from typing import Any, Literal, NamedTuple
 
 import gymnasium as gym
 
-from radagent.beams import equispaced_angles
+from radagent.beams import DEFAULT_BEAMS, equispaced_angles
 from radagent.dose import DoseEngineSettings
 from radagent.envs.common import AGENT_ENGINE
+from radagent.evaluate.metrics import score_text
 from radagent.optimize import TPPs
 
 __all__ = [
@@ -46,7 +47,7 @@ class AgentOptions:
 class AngleAgentOptions(AgentOptions):
     """An angle agent's settings: K beams among candidate angles ``candidate_step_deg`` apart."""
 
-    beams: int = 7
+    beams: int = DEFAULT_BEAMS
     candidate_step_deg: float = 10.0
 
 
@@ -54,7 +55,7 @@ class AngleAgentOptions(AgentOptions):
 class TPPAgentOptions(AgentOptions):
     """A TPP agent's settings: the fixed beams whose TPPs it tunes and where tuning starts."""
 
-    angles_deg: tuple[float, ...] = field(default_factory=lambda: equispaced_angles(7))
+    angles_deg: tuple[float, ...] = field(default_factory=lambda: equispaced_angles(DEFAULT_BEAMS))
     start: Literal["default", "random"] = "default"
 
 
@@ -139,5 +140,5 @@ def plan_status(info: dict[str, Any]) -> str:
     if "tpps" not in info and not info.get("angles_deg"):
         return ""
     score_max = info.get("metrics", {}).get("plan", {}).get("score_max")
-    score = f", score {info['score']:.2f}/{score_max:g}" if score_max else ""
+    score = f", {score_text(info['score'], score_max)}" if score_max else ""
     return f", R {info['plan_reward']:.2f}{score}"

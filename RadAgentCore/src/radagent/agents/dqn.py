@@ -484,13 +484,15 @@ def train_dqn(
     config: DQNConfig,
     out: str | Path,
     *,
+    agent: str,
     resume: bool = False,
     run_info: dict[str, Any] | None = None,
     progress: ProgressCallback | None = None,
 ) -> Checkpoint:
     """Train a DQN on ``env`` for ``config.total_steps`` environment steps and write the checkpoint to
-    ``out`` (``train_log.jsonl`` gets one line per episode). With ``resume`` it continues the run in
-    ``out`` from its last saved state. Returns the final checkpoint."""
+    ``out`` (``train_log.jsonl`` gets one line per episode), recording the registry ``agent`` it is for.
+    With ``resume`` it continues the run in ``out`` from its last saved state. Returns the final
+    checkpoint."""
     out = Path(out)
     device = config.torch_device()
     seed_everything(config.seed, config.torch_threads)
@@ -530,7 +532,7 @@ def train_dqn(
     def save() -> None:
         trainer.wall_s = time.perf_counter() - start
         record = {
-            "agent": f"dqn-{spec['strict']['env']}",
+            "agent": agent,
             "hyperparameters": asdict(config),
             "env_spec": spec,
             "training": {**asdict(trainer), "device": str(device), **(run_info or {})},

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from radagent.agents.common import (
     AgentResult,
@@ -29,16 +29,36 @@ from radagent.progress import ProgressCallback, report
 
 __all__ = [
     "CHECKPOINT_FORMAT",
+    "GANTRY_DQN",
+    "TPP_DQN",
     "DQNGantryOptions",
     "DQNTPPOptions",
+    "TrainedFor",
     "read_checkpoint_record",
     "run_dqn_gantry",
     "run_dqn_tpp",
-    "shipped_checkpoint",
 ]
 
-SHIPPED = {"gantry": "dqn-gantry-prostate", "tpp": "dqn-tpp-prostate"}
 CHECKPOINT_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class TrainedFor:
+    """What a trained agent's registry entry records: the environment its network learned (``gantry`` or
+    ``tpp``) and the checkpoint folder shipped with the package for it."""
+
+    env: Literal["gantry", "tpp"]
+    shipped: str  # a folder under radagent/agents/checkpoints
+
+    def folder(self, checkpoint: str | None = None) -> Path:
+        """The checkpoint an agent option names, or the shipped one."""
+        if checkpoint is not None:
+            return Path(checkpoint)
+        return Path(str(files("radagent.agents").joinpath("checkpoints", self.shipped)))
+
+
+GANTRY_DQN = TrainedFor("gantry", "dqn-gantry-prostate")
+TPP_DQN = TrainedFor("tpp", "dqn-tpp-prostate")
 
 
 @dataclass(frozen=True)
@@ -54,11 +74,6 @@ class DQNTPPOptions(TPPAgentOptions):
 
     checkpoint: str | None = None
     max_steps: int = 20
-
-
-def shipped_checkpoint(env: str) -> Path:
-    """The folder of the checkpoint shipped for ``env`` (``gantry`` or ``tpp``)."""
-    return Path(str(files("radagent.agents").joinpath("checkpoints", SHIPPED[env])))
 
 
 def read_checkpoint_record(folder: str | Path) -> dict[str, Any]:
@@ -82,12 +97,7 @@ def read_checkpoint_record(folder: str | Path) -> dict[str, Any]:
     return record
 
 
-def checkpoint_folder(env_name: str, checkpoint: str | None) -> Path:
-    """The checkpoint an agent option names, or the shipped one for ``env_name``."""
-    return Path(checkpoint) if checkpoint is not None else shipped_checkpoint(env_name)
-
-
-def _load(env_name: str, checkpoint: str | None) -> Any:
+def _load(trained: TrainedFor, checkpoint: str | None) -> Any:
     """Import torch lazily and load the checkpoint, with a clear error when torch is missing."""
     try:
         from radagent.agents import dqn
@@ -95,7 +105,7 @@ def _load(env_name: str, checkpoint: str | None) -> Any:
         raise InputError(
             f"the DQN agents need torch ({error.name} is missing): pip install 'radagent[learn]'"
         ) from None
-    return dqn, dqn.load_checkpoint(checkpoint_folder(env_name, checkpoint))
+    return dqn, dqn.load_checkpoint(trained.folder(checkpoint))
 
 
 def _trained_config(record: dict[str, Any], key: str, default: Any) -> Any:
@@ -158,7 +168,7 @@ def run_dqn_gantry(
 ) -> AgentResult:
     """Choose K beams one by one with the trained Q-network (masked greedy); K optimizations."""
     start = time.perf_counter()
-    loaded = _load("gantry", options.checkpoint)
+    loaded = _load(GANTRY_DQN, options.checkpoint)
     record = loaded[1].record
     config = GantryConfig(
         engine=options.engine,
@@ -174,7 +184,7 @@ def run_dqn_tpp(
 ) -> AgentResult:
     """Tune TPPs step by step with the trained Q-network until the maximum score or ``max_steps``."""
     start = time.perf_counter()
-    loaded = _load("tpp", options.checkpoint)
+    loaded = _load(TPP_DQN, options.checkpoint)
     record = loaded[1].record
     config = TPPConfig(
         engine=options.engine,

@@ -1,9 +1,9 @@
 """Plan a case with agents: the angle agent's beams go to the TPP agent, whose TPPs go to the final plan.
 
-This is the one sequence both front ends run (the CLI's ``plan --agent``, the Slicer module's logic),
-with the checks a front end makes before running anything: :func:`agent_options` builds an agent's
-options from plain values, :func:`case_problems` says what a case lacks for an agent (a role it was
-trained on, a score card), in words a physicist can act on.
+This is the sequence :func:`radagent.request.run_plan` runs for every front end, with the checks made
+before running anything: :func:`option_values` and :func:`agent_options` build an agent's options from
+plain values, :func:`case_problems` says what a case lacks for an agent (a module, a role it was trained
+on, a score card) in words a physicist can act on, from the agent's registry entry.
 """
 
 from __future__ import annotations
@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from radagent.agents.common import AgentOptions, AgentResult
-from radagent.agents.learned import checkpoint_folder, read_checkpoint_record
+from radagent.agents.learned import TrainedFor, read_checkpoint_record
 from radagent.agents.registry import AgentSpec, get_agent
-from radagent.dose import DoseEngineSettings
 from radagent.errors import InputError
 from radagent.evaluate.scorecard import ScoreCard
 from radagent.optimize import scored_oar_names
@@ -28,14 +27,12 @@ __all__ = [
     "AgentPlan",
     "AgentRun",
     "agent_options",
-    "agent_runs",
     "case_problems",
+    "option_values",
     "parse_option_values",
     "plan_with_agents",
     "role_problems",
 ]
-
-_DQN_ENV = {"dqn-gantry": "gantry", "dqn-tpp": "tpp"}
 
 
 @dataclass(frozen=True)
@@ -58,26 +55,16 @@ class AgentPlan:
     plan: PlanResult
     agents: list[AgentResult]
 
+    def metrics(self) -> dict[str, Any]:
+        """The final plan's metrics.json."""
+        return self.plan.metrics()
 
-def agent_runs(
-    angle_agent: str | None,
-    tpp_agent: str | None,
-    *,
-    seed: int,
-    agent_grid_mm: float,
-    beams: int | None = None,
-    angle_options: Mapping[str, Any] | None = None,
-    tpp_options: Mapping[str, Any] | None = None,
-) -> tuple[AgentRun | None, AgentRun | None]:
-    """The runs of a plan's agents (None where absent) with what each takes from the plan: the seed, the
-    agent grid (beamlet width = dose grid spacing) and, for the angle agent, the beam count; explicit
-    option values come last and win."""
-    grid = DoseEngineSettings(bixel_mm=agent_grid_mm, dose_grid_mm=agent_grid_mm)
-    common = {"seed": seed, "engine": grid}
-    beam_count = {"beams": beams} if beams is not None else {}
-    angle = AgentRun(angle_agent, {**common, **beam_count, **(angle_options or {})}) if angle_agent else None
-    tpp = AgentRun(tpp_agent, {**common, **(tpp_options or {})}) if tpp_agent else None
-    return angle, tpp
+    def description(self) -> dict[str, Any]:
+        """plan.json: the final plan's description, with what each agent did under ``agents``."""
+        description = self.plan.plan_description()
+        if self.agents:
+            description["agents"] = [result.to_dict() for result in self.agents]
+        return description
 
 
 def agent_options(spec: AgentSpec, **values: Any) -> AgentOptions:
@@ -100,8 +87,16 @@ def parse_option_values(spec: AgentSpec, text: str) -> dict[str, Any]:
         name, sep, raw = (p.strip() for p in item.partition("="))
         if not sep or not name:
             raise InputError(f"agent option {item!r} is not NAME=VALUE")
-        values[name] = _converted(name, raw, _option_field(spec, name).default)
-    return values
+        values[name] = raw
+    return option_values(spec, values)
+
+
+def option_values(spec: AgentSpec, values: Mapping[str, Any]) -> dict[str, Any]:
+    """Option values given as text or as JSON numbers and booleans, converted to the types of the
+    options' defaults; an unknown option or a value of another kind is an InputError."""
+    return {
+        name: _converted(name, value, _option_field(spec, name).default) for name, value in values.items()
+    }
 
 
 def _option_field(spec: AgentSpec, name: str) -> dataclasses.Field:
@@ -112,46 +107,67 @@ def _option_field(spec: AgentSpec, name: str) -> dataclasses.Field:
     return fields[name]
 
 
-def _converted(name: str, raw: str, default: Any) -> Any:
+def _converted(name: str, value: Any, default: Any) -> Any:
+    """``value`` as the type of ``default`` (bool, int, float); text is parsed, numbers are checked."""
+    kind = type(default)
+    if kind not in (bool, int, float):
+        return value
     try:
-        if isinstance(default, bool):
-            if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError(raw)
-            return raw.lower() in ("true", "1", "yes")
-        if isinstance(default, int):
-            return int(raw)
-        if isinstance(default, float):
-            return float(raw)
+        if isinstance(value, str):
+            if kind is bool:
+                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(value)
+                return value.lower() in ("true", "1", "yes")
+            return kind(value)
+        if isinstance(value, bool) != (kind is bool) or not isinstance(value, int | float):
+            raise ValueError(value)
+        if kind is int and value != int(value):
+            raise ValueError(value)
+        return kind(value)
     except ValueError:
-        raise InputError(f"agent option {name}={raw!r} is not a {type(default).__name__}") from None
-    return raw
+        raise InputError(f"agent option {name}={value!r} is not a {kind.__name__}") from None
 
 
-def case_problems(run: AgentRun, case: Case) -> list[str]:
+def case_problems(run: AgentRun, case: Case, modules: bool = True) -> list[str]:
     """What ``case`` lacks for the agent (empty when it can run): an organ at risk, a score card, or —
-    for a trained agent — the roles and score card of the site it was trained on."""
-    return role_problems(run, [o.name for o in case.oars], case.protocol.scorecard)
+    for a trained agent — the roles and score card of the site it was trained on; with ``modules``, also
+    the Python modules this interpreter lacks for it."""
+    return role_problems(run, [o.name for o in case.oars], case.protocol.scorecard, modules)
 
 
-def role_problems(run: AgentRun, oar_names: Sequence[str], card: ScoreCard | None) -> list[str]:
+def role_problems(
+    run: AgentRun, oar_names: Sequence[str], card: ScoreCard | None, modules: bool = True
+) -> list[str]:
     """:func:`case_problems` from the chosen OAR names and score card alone, before a case exists (a
     panel checks this on every change of the roles)."""
     spec = run.spec
+    needs = spec.needs
     problems = []
+    missing = needs.missing_modules() if modules else []
+    if missing:
+        install = f": pip install '{needs.install}'" if needs.install else ""
+        problems.append(f"{spec.name} needs {', '.join(missing)}, which this Python cannot import{install}")
     if not oar_names:
         problems.append(f"{spec.name} needs at least one organ at risk; none is chosen")
-    if spec.kind == "tpp" and card is None:
+    if needs.score_card and card is None:
         problems.append(f"{spec.name} tunes TPPs on a score card; choose one")
-    if spec.name in _DQN_ENV and oar_names:
-        problems += _trained_problems(spec.name, oar_names, card, run.options)
+    if needs.trained is not None and oar_names:
+        problems += _trained_problems(spec.name, needs.trained, oar_names, card, run.options)
     return problems
 
 
 def _trained_problems(
-    name: str, oar_names: Sequence[str], card: ScoreCard | None, options: Mapping[str, Any]
+    name: str,
+    trained: TrainedFor,
+    oar_names: Sequence[str],
+    card: ScoreCard | None,
+    options: Mapping[str, Any],
 ) -> list[str]:
     """A trained agent's roles: its number of scored OARs, score card and beam count must match."""
-    record = read_checkpoint_record(checkpoint_folder(_DQN_ENV[name], options.get("checkpoint")))
+    try:
+        record = read_checkpoint_record(trained.folder(options.get("checkpoint")))
+    except InputError as error:
+        return [f"{name}: {error}"]
     strict, info = record["env_spec"]["strict"], record["env_spec"]["info"]
     trained_oars = ", ".join(info.get("oars", [])) or "?"
     problems = []
@@ -189,8 +205,6 @@ def plan_with_agents(
     problems = [p for run in runs for p in case_problems(run, case)]
     if problems:
         raise InputError("; ".join(problems))
-    if tpp_agent is not None and settings.fluence == "uniform":
-        raise InputError(f"agent {tpp_agent.name!r} tunes optimized fluence, not uniform fluence")
     stages = len(runs) + 1
     results: list[AgentResult] = []
     if angle_agent is not None:

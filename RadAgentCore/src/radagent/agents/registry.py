@@ -1,13 +1,16 @@
 """The one agent registry: every planner a user, the CLI or the Slicer module can run, by name.
 
 Adding an agent is one :class:`AgentSpec` line in ``AGENTS``; its run function may import heavy
-dependencies (torch, an LLM client) inside itself, so that listing agents stays cheap.
+dependencies (torch, an LLM client) inside itself, so that listing agents stays cheap. What an agent
+needs (Python modules, a score card, a trained checkpoint) is data on its entry (:class:`AgentNeeds`):
+front ends ask the entry what to install, check and show, never the agent's name.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
@@ -21,26 +24,54 @@ from radagent.agents.baselines import (
     run_tuner,
 )
 from radagent.agents.common import AgentKind, AgentOptions, AgentResult, AngleAgentOptions, TPPAgentOptions
-from radagent.agents.learned import DQNGantryOptions, DQNTPPOptions, run_dqn_gantry, run_dqn_tpp
+from radagent.agents.learned import (
+    GANTRY_DQN,
+    TPP_DQN,
+    DQNGantryOptions,
+    DQNTPPOptions,
+    TrainedFor,
+    run_dqn_gantry,
+    run_dqn_tpp,
+)
 from radagent.errors import InputError
 from radagent.patient import Case
 from radagent.progress import ProgressCallback
 
-__all__ = ["AGENTS", "AgentSpec", "get_agent", "list_agents"]
+__all__ = ["AGENTS", "AgentNeeds", "AgentSpec", "get_agent", "list_agents", "trained_agent"]
 
 RunFunction = Callable[[str | Case, Any, ProgressCallback | None], AgentResult]
 _OPTIONS_BASE: dict[str, type[AgentOptions]] = {"angles": AngleAgentOptions, "tpp": TPPAgentOptions}
 
 
 @dataclass(frozen=True)
+class AgentNeeds:
+    """What an agent needs beyond a case with a target and an organ at risk."""
+
+    modules: tuple[str, ...] = ()  # Python modules its run imports (e.g. torch)
+    install: str | None = None  # the pip requirement that brings them, e.g. radagent[learn]
+    score_card: bool = False  # it optimizes a score card's score
+    trained: TrainedFor | None = None  # a checkpoint, and the environment it was trained in
+
+    def missing_modules(self) -> list[str]:
+        """The needed modules this Python cannot import."""
+        return [name for name in self.modules if importlib.util.find_spec(name) is None]
+
+
+_TORCH = ("torch",)
+_LEARN_EXTRA = "radagent[learn]"  # the optional dependencies that bring torch
+
+
+@dataclass(frozen=True)
 class AgentSpec:
-    """An agent's name, kind (``angles`` or ``tpp``), options dataclass, run function and one-line summary."""
+    """An agent's name, kind (``angles`` or ``tpp``), options dataclass, run function, one-line summary
+    and what it needs."""
 
     name: str
     kind: AgentKind
     options_type: type[AgentOptions]
     run_function: RunFunction
     description: str
+    needs: AgentNeeds = field(default_factory=AgentNeeds)
 
     def __post_init__(self) -> None:
         if not issubclass(self.options_type, _OPTIONS_BASE[self.kind]):
@@ -53,12 +84,13 @@ class AgentSpec:
         options: AgentOptions | None = None,
         progress: ProgressCallback | None = None,
     ) -> AgentResult:
-        """Run on a Case or built-in case name with ``options`` (default: the options' defaults)."""
+        """Run on a Case or built-in case name with ``options`` (default: the options' defaults); the
+        result carries this entry's name, whichever run function produced it."""
         options = options if options is not None else self.options_type()
         if not isinstance(options, self.options_type):
             expected, given = self.options_type.__name__, type(options).__name__
             raise InputError(f"agent {self.name!r} takes {expected} options, got {given}")
-        return self.run_function(case, options, progress)
+        return replace(self.run_function(case, options, progress), agent=self.name)
 
 
 AGENTS: Mapping[str, AgentSpec] = MappingProxyType(
@@ -71,11 +103,30 @@ AGENTS: Mapping[str, AgentSpec] = MappingProxyType(
             AgentSpec(
                 "exhaustive", "angles", ExhaustiveOptions, run_exhaustive, "best K-subset of a small set"
             ),
-            AgentSpec("tuner", "tpp", TunerOptions, run_tuner, "coordinate-search TPP auto-tuner"),
             AgentSpec(
-                "dqn-gantry", "angles", DQNGantryOptions, run_dqn_gantry, "trained DQN, one beam per step"
+                "tuner",
+                "tpp",
+                TunerOptions,
+                run_tuner,
+                "coordinate-search TPP auto-tuner",
+                AgentNeeds(score_card=True),
             ),
-            AgentSpec("dqn-tpp", "tpp", DQNTPPOptions, run_dqn_tpp, "trained DQN, one TPP step per step"),
+            AgentSpec(
+                "dqn-gantry",
+                "angles",
+                DQNGantryOptions,
+                run_dqn_gantry,
+                "trained DQN, one beam per step",
+                AgentNeeds(_TORCH, _LEARN_EXTRA, trained=GANTRY_DQN),
+            ),
+            AgentSpec(
+                "dqn-tpp",
+                "tpp",
+                DQNTPPOptions,
+                run_dqn_tpp,
+                "trained DQN, one TPP step per step",
+                AgentNeeds(_TORCH, _LEARN_EXTRA, score_card=True, trained=TPP_DQN),
+            ),
         )
     }
 )
@@ -93,3 +144,12 @@ def list_agents(kind: AgentKind | None = None) -> list[AgentSpec]:
     if kind is not None and kind not in _OPTIONS_BASE:
         raise InputError(f"agent kind must be 'angles' or 'tpp', got {kind!r}")
     return [spec for spec in AGENTS.values() if kind is None or spec.kind == kind]
+
+
+def trained_agent(env: str) -> AgentSpec:
+    """The registered agent whose network is trained in environment ``env`` (what ``radagent train``
+    produces a checkpoint for)."""
+    for spec in AGENTS.values():
+        if spec.needs.trained is not None and spec.needs.trained.env == env:
+            return spec
+    raise InputError(f"no registered agent is trained in the {env!r} environment")

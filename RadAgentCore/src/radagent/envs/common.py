@@ -22,17 +22,27 @@ from radagent.plan import normalized_dose_on_ct
 
 __all__ = [
     "AGENT_ENGINE",
+    "AGENT_GRID_MM",
     "CaseSource",
     "EnvConfig",
     "EvaluatedPlan",
     "PlanningEnv",
     "Roles",
     "StepLog",
+    "agent_engine",
     "criteria_records",
     "evaluate_on_ct",
 ]
 
-AGENT_ENGINE = DoseEngineSettings(bixel_mm=5.0, dose_grid_mm=5.0)  # the agents' coarse resolution
+AGENT_GRID_MM = 5.0  # the agents' coarse resolution: beamlet width and dose grid spacing
+
+
+def agent_engine(grid_mm: float = AGENT_GRID_MM) -> DoseEngineSettings:
+    """The dose-engine settings of an agent grid: beamlets ``grid_mm`` wide on a ``grid_mm`` dose grid."""
+    return DoseEngineSettings(bixel_mm=grid_mm, dose_grid_mm=grid_mm)
+
+
+AGENT_ENGINE = agent_engine()
 
 
 @dataclass(frozen=True)

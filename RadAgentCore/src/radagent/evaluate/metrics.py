@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,6 +30,8 @@ __all__ = [
     "evaluate_plan",
     "homogeneity_index",
     "paddick_conformity_index",
+    "plan_summary",
+    "score_text",
     "structure_doses",
 ]
 
@@ -204,3 +206,16 @@ def evaluate_plan(
 def dvh_table(case: Case, dose_ct_gy: np.ndarray, dose_step_gy: float = DVH_STEP_GY) -> dict[str, np.ndarray]:
     """Cumulative DVHs as CSV columns: ``dose_gy``, then the volume % ≥ that dose of each structure."""
     return _csv_columns(*cumulative_dvhs(structure_doses(case, dose_ct_gy), dose_step_gy))
+
+
+def score_text(score: float | None, score_max: float | None) -> str:
+    """``score 7.50/9``, or ``no score card``: how every front end and agent prints a plan's score."""
+    if score is None or score_max is None:
+        return "no score card"
+    return f"score {score:.2f}/{score_max:g}"
+
+
+def plan_summary(plan: Mapping[str, Any]) -> str:
+    """``score 7.50/9, reward -12.345`` from the ``plan`` section of metrics.json: the one-line summary
+    the CLI, batch mode and the Slicer panel print after a plan."""
+    return f"{score_text(plan.get('score'), plan.get('score_max'))}, reward {plan['reward']:.3f}"

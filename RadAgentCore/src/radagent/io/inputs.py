@@ -21,7 +21,7 @@ from radagent.io.nrrd import read_volume
 from radagent.io.segmentation import read_labelmap, read_segmentation
 from radagent.patient import Case, Protocol, Role, Structure, body_from_ct, structure_on_grid
 
-__all__ = ["case_from_files", "case_with_roles", "is_body_name"]
+__all__ = ["card_spellings", "case_from_files", "case_with_roles", "is_body_name"]
 
 BODY_NAMES = ("body", "external", "skin", "outline")
 _BODY_NAME = re.compile(r"(body|external|skin|outline)([ _.\-]?\w*)?", re.IGNORECASE)
@@ -89,6 +89,8 @@ def case_with_roles(
 
     Structures named in neither ``targets``, ``oars`` nor ``body`` are left out (the body may be found
     automatically, see the module docstring). Unknown names raise an InputError listing the available ones.
+    A structure whose name matches one of the score card's case-insensitively takes the card's spelling
+    (a segment ``bladder`` is scored as the prostate card's ``Bladder``).
     """
     if not targets:
         raise InputError("name at least one target structure")
@@ -101,8 +103,14 @@ def case_with_roles(
     clash = sorted({n for n in named if named.count(n) > 1})
     if clash:
         raise InputError(f"structures given more than one role: {', '.join(clash)}")
-    on_ct = [structure_on_grid(n, Role.TARGET, by_name[n], mask_grid, ct_grid) for n in chosen_targets]
-    on_ct += [structure_on_grid(n, Role.OAR, by_name[n], mask_grid, ct_grid) for n in chosen_oars]
+    spelled = card_spellings(protocol.scorecard, available)
+    on_ct = [
+        structure_on_grid(spelled.get(n, n), Role.TARGET, by_name[n], mask_grid, ct_grid)
+        for n in chosen_targets
+    ]
+    on_ct += [
+        structure_on_grid(spelled.get(n, n), Role.OAR, by_name[n], mask_grid, ct_grid) for n in chosen_oars
+    ]
     body_structure = _body(ct_hu, ct_grid, masks, mask_grid, body, named, on_ct)
     return Case(
         name=name,
@@ -113,6 +121,19 @@ def case_with_roles(
         patient_position=patient_position,
         description=description,
     )
+
+
+def card_spellings(card: ScoreCard | None, names: Sequence[str]) -> dict[str, str]:
+    """Name → the card's spelling, for names matching a card structure only case-insensitively (unless the
+    card's spelling is itself one of ``names``)."""
+    if card is None:
+        return {}
+    by_folded = {n.casefold(): n for n in card.structures()}
+    return {
+        n: by_folded[n.casefold()]
+        for n in names
+        if n.casefold() in by_folded and by_folded[n.casefold()] != n and by_folded[n.casefold()] not in names
+    }
 
 
 def _match(name: str, available: Sequence[str]) -> str:

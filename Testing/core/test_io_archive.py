@@ -1,0 +1,34 @@
+"""The case archive (radagent.io.archive): a Case saved to one file and read back losslessly."""
+
+import numpy as np
+import pytest
+
+from radagent.cases import load_case
+from radagent.errors import InputError
+from radagent.io.archive import read_case_archive, write_case_archive
+
+
+def test_case_round_trips_through_the_archive(tmp_path):
+    prostate = load_case("prostate", 0)
+    write_case_archive(prostate, tmp_path / "case.npz")
+    case = read_case_archive(tmp_path / "case.npz")
+    assert [(s.name, s.role) for s in case.structures] == [(s.name, s.role) for s in prostate.structures]
+    assert all(
+        np.array_equal(a.mask, b.mask) for a, b in zip(case.structures, prostate.structures, strict=True)
+    )
+    np.testing.assert_array_equal(case.ct_hu, prostate.ct_hu)
+    np.testing.assert_array_equal(case.grid.ijk_to_ras, prostate.grid.ijk_to_ras)
+    assert case.protocol.scorecard.name == "prostate"
+    assert (case.prescription_gy, case.protocol.fractions) == (
+        prostate.prescription_gy,
+        prostate.protocol.fractions,
+    )
+    assert [p.name for p in tmp_path.iterdir()] == ["case.npz"]  # no temporary file left
+
+
+def test_missing_or_foreign_archives_are_refused(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        read_case_archive(tmp_path / "none.npz")
+    (tmp_path / "garbage.npz").write_bytes(b"not a zip")
+    with pytest.raises(InputError, match="not a radagent case archive"):
+        read_case_archive(tmp_path / "garbage.npz")

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import shutil
+import sys
 from typing import Annotated
 
 import qt
@@ -31,6 +32,7 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 ROLE_NONE, ROLE_TARGET, ROLE_OAR, ROLE_BODY = "-", "Target", "OAR", "Body"
+MINIMUM_PYTHON = (3, 11)  # the core's requires-python; Slicer 5.8 and older bundle Python 3.9
 NO_AGENT = "(none)"
 POLL_INTERVAL_MS = 200
 
@@ -48,6 +50,9 @@ class RadAgentSlicer(ScriptedLoadableModule):
             "Photon IMRT planning by AI agents (beam angles and planning parameters) on the selected CT "
             "and segmentation. Writes a SlicerRT-compatible dose volume, a DVH table and chart, and the "
             'beams. See the <a href="https://github.com/radagent/radagent#radagentslicer">README</a>.'
+            "<br><b>Research software, not for clinical use.</b> Plans come from an uncommissioned "
+            "pencil-beam engine and agents trained on synthetic phantoms; they are not deliverable. "
+            "Needs Slicer 5.10 or newer (Python 3.11 or newer)."
         )
         self.parent.acknowledgementText = _("Dose engine, optimizer and agents: the radagent package.")
         slicer.app.connect("startupCompleted()", _registerDoseEngine)
@@ -91,6 +96,12 @@ class RadAgentSlicerParameterNode:
 
 def _names(text):
     return [n.strip() for n in text.split(",") if n.strip()]
+
+
+def _targetAndDose(text):
+    """``"PTV56:56"`` → ("PTV56", "56"); ``"PTV"`` → ("PTV", "")."""
+    name, sep, dose = text.rpartition(":")
+    return (name, dose) if sep else (text, "")
 
 
 @contextlib.contextmanager
@@ -235,7 +246,8 @@ class RadAgentSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         table.setRowCount(0)
         if segmentation is not None and self._parameterNode is not None:
             node = self._parameterNode
-            roles = {n: ROLE_TARGET for n in _names(node.targets)}
+            levels = dict(_targetAndDose(text) for text in _names(node.targets))
+            roles = {n: ROLE_TARGET for n in levels}
             roles.update({n: ROLE_OAR for n in _names(node.oars)})
             if node.body:
                 roles[node.body] = ROLE_BODY
@@ -251,6 +263,7 @@ class RadAgentSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 combo.currentText = roles.get(name, ROLE_NONE)
                 combo.connect("currentIndexChanged(int)", lambda _index, r=row: self.onRolesChanged(r, 1))
                 table.setCellWidget(row, 1, combo)
+                table.setItem(row, 2, qt.QTableWidgetItem(levels.get(name, "")))  # editable: cellChanged
         table.blockSignals(False)
         if segmentation is not None and self._parameterNode is not None:
             self.onRolesChanged()  # drop roles of segments this segmentation does not have
@@ -264,8 +277,12 @@ class RadAgentSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         table = self.ui.rolesTable
         for r in range(table.rowCount):
             role = table.cellWidget(r, 1).currentText
+            name = table.item(r, 0).text()
+            dose = table.item(r, 2).text().strip() if table.item(r, 2) is not None else ""
+            if role == ROLE_TARGET and dose:
+                name = f"{name}:{dose}"  # the core's NAME:GY (radagent.request.parse_targets)
             if role in roles:
-                roles[role].append(table.item(r, 0).text())
+                roles[role].append(name)
         with slicer.util.NodeModify(self._parameterNode.parameterNode):
             self._parameterNode.targets = ", ".join(roles[ROLE_TARGET])
             self._parameterNode.oars = ", ".join(roles[ROLE_OAR])
@@ -334,6 +351,14 @@ class RadAgentSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _ensureDependencies(self):
         """Install radagent, then what the chosen agents need (their registry entries say), into Slicer's
         Python, each with the user's consent."""
+        if sys.version_info < MINIMUM_PYTHON:
+            slicer.util.errorDisplay(
+                _(
+                    "RadAgent needs Python {need} or newer; this Slicer has Python {have}. "
+                    "Use Slicer 5.10 or newer."
+                ).format(need=".".join(map(str, MINIMUM_PYTHON)), have=sys.version.split()[0])
+            )
+            return False
         core = dependencies.REQUIRED_MODULES
         if dependencies.missing_modules() and not self._install([dependencies.core_requirement()], core):
             return False
@@ -442,7 +467,9 @@ class RadAgentSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """Metrics table, DVH chart in the plot view, dose over the CT in the slice views."""
         from radagent.evaluate.metrics import plan_summary
 
-        self.ui.statusLabel.text = _("Done: {summary}.").format(summary=plan_summary(result.metrics["plan"]))
+        self.ui.statusLabel.text = _("Done: {summary}. Research use only, not for clinical use.").format(
+            summary=plan_summary(result.metrics["plan"])
+        )
         self._parameterNode.doseVolume = result.doseVolumeNode
         table = self.ui.metricsTable
         columns = ["D95 (Gy)", "D2 (Gy)", "Mean (Gy)", "Max (Gy)", "Volume (cc)"]

@@ -1,57 +1,51 @@
 """SlicerRT External Beam Planning dose engine backed by the core's numba photon engine.
 
 Loaded by :func:`RadAgentSlicerLib.slicerrt.register_dose_engine` through SlicerRT's
-``qSlicerScriptedDoseEngine`` (the class name must equal this file's name). One beam's dose is the core's
-open-field dose (uniform fluence over the target's projection) normalized so that the plan's beams,
-summed by SlicerRT at equal weights, give the target a mean of the prescription. Intensity modulation
-comes from the RadAgent module's planning, not from this forward engine.
+``qSlicerScriptedDoseEngine`` (the class name must equal this file's name). Everything it computes is in
+:mod:`RadAgentSlicerLib.engine_adapter` (tested headless): an open field per beam — uniform fluence over
+the target's projection, jaws and MLC not read — normalized so that the plan's beams, summed by SlicerRT
+at equal weights, give the target a mean of the prescription. It is not the optimized RadAgent plan;
+errors reach SlicerRT as its error string, so no empty dose is recorded as a success.
 """
 
 from DoseEngines import AbstractScriptedDoseEngine
 
 ENGINE_TAB = "RadAgent"
+ENGINE_NAME = "RadAgent open fields"  # engine_adapter.ENGINE_NAME (a test checks they agree)
 
 
 class RadAgentDoseEngine(AbstractScriptedDoseEngine):
-    """The RadAgent engine: pencil-beam dose with heterogeneity correction on a configurable grid."""
+    """The RadAgent open-field engine: pencil-beam dose with heterogeneity correction on a chosen grid."""
 
     def __init__(self, scriptedEngine):
-        scriptedEngine.name = "RadAgent"
+        scriptedEngine.name = ENGINE_NAME
         AbstractScriptedDoseEngine.__init__(self, scriptedEngine)
 
     def defineBeamParameters(self):
-        self.scriptedEngine.addBeamParameterSpinBox(
-            ENGINE_TAB,
-            "DoseGridMm",
-            "Dose grid (mm):",
-            "Dose grid spacing of the engine",
-            1.0,
-            20.0,
-            5.0,
-            0.5,
-            1,
-        )
-        self.scriptedEngine.addBeamParameterSpinBox(
-            ENGINE_TAB,
-            "BixelMm",
-            "Beamlet size (mm):",
-            "Beamlet width at the isocentre",
-            1.0,
-            20.0,
-            5.0,
-            0.5,
-            1,
-        )
+        from RadAgentSlicerLib.engine_adapter import DEFAULT_GRID_MM, ENGINE_DESCRIPTION
+
+        for name, label, meaning in (
+            ("DoseGridMm", "Dose grid (mm):", "Dose grid spacing"),
+            ("BixelMm", "Beamlet size (mm):", "Beamlet width at the isocentre"),
+        ):
+            self.scriptedEngine.addBeamParameterSpinBox(
+                ENGINE_TAB,
+                name,
+                label,
+                f"{meaning}. {ENGINE_DESCRIPTION}",
+                1.0,
+                20.0,
+                DEFAULT_GRID_MM,
+                0.5,
+                1,
+            )
 
     def calculateDoseUsingEngine(self, beamNode, resultDoseVolumeNode):
-        from slicer.util import updateVolumeFromArray
+        from RadAgentSlicerLib.engine_adapter import calculate_beam_dose
 
-        from RadAgentSlicerLib.engine_adapter import beam_dose_gy
-
-        plan = beamNode.GetParentPlanNode()
-        dose_grid = self.scriptedEngine.doubleParameter(beamNode, "DoseGridMm") or 5.0
-        bixel = self.scriptedEngine.doubleParameter(beamNode, "BixelMm") or 5.0
-        dose_gy = beam_dose_gy(plan, beamNode, dose_grid, bixel)
-        updateVolumeFromArray(resultDoseVolumeNode, dose_gy)
-        resultDoseVolumeNode.CopyOrientation(plan.GetReferenceVolumeNode())
-        return ""
+        return calculate_beam_dose(
+            beamNode,
+            resultDoseVolumeNode,
+            self.scriptedEngine.doubleParameter(beamNode, "DoseGridMm"),
+            self.scriptedEngine.doubleParameter(beamNode, "BixelMm"),
+        )

@@ -52,7 +52,13 @@ def _parser() -> argparse.ArgumentParser:
         "--cases", type=Path, help="directory of case folders, each with one CT and one .seg.nrrd"
     )
     parser.add_argument("--segmentation", type=Path, help="segmentation file (.seg.nrrd) of --ct")
-    parser.add_argument("--target", action="append", required=True, help="target segment (repeatable)")
+    parser.add_argument(
+        "--target",
+        action="append",
+        required=True,
+        metavar="NAME[:GY]",
+        help="target segment, with its own dose for a simultaneous boost, e.g. PTV56:56 (repeatable)",
+    )
     parser.add_argument("--oar", action="append", default=[], help="organ-at-risk segment (repeatable)")
     parser.add_argument("--body", help="body segment (default: named like body, else from the CT)")
     parser.add_argument("--prescription", type=float, required=True, metavar="GY", help="target dose (Gy)")
@@ -75,17 +81,21 @@ def _parser() -> argparse.ArgumentParser:
         "--agent-grid-mm", type=float, help=f"the agents' beamlet width and dose grid ({AGENT_GRID_MM:g})"
     )
     parser.add_argument("--seed", type=int, help=f"seed for anything random (default {PlanRequest.seed})")
+    parser.add_argument(
+        "--objectives", choices=("default", "tpp"), help="objective set (default: tpp with a TPP agent)"
+    )
+    parser.add_argument("--normalize-to", metavar="TARGET", help="target whose D95 is set to its dose")
     parser.add_argument("--save-scene", action="store_true", help="also save each case's scene.mrb")
     parser.add_argument("--out", type=Path, required=True, help="output folder (one sub-folder per case)")
     return parser
 
 
-def new_scene() -> Any:
-    """An empty scene able to read and write files and bundles (``.mrb``) outside the Slicer app too."""
+def new_scene(cache_folder: str | Path) -> Any:
+    """An empty scene able to read and write files and bundles (``.mrb``) outside the Slicer app too;
+    bundles unpack into ``cache_folder``, which the caller owns (and removes)."""
+    Path(cache_folder).mkdir(parents=True, exist_ok=True)
     scene = slicer.vtkMRMLScene()
     cache = slicer.vtkCacheManager()
-    cache_folder = Path(tempfile.gettempdir()) / "RadAgentSlicer-cache"  # bundles unpack here
-    cache_folder.mkdir(exist_ok=True)
     cache.SetRemoteCacheDirectory(str(cache_folder))
     io_manager = slicer.vtkDataIOManager()
     io_manager.SetCacheManager(cache)
@@ -131,33 +141,44 @@ def save_results(scene: Any, result: PlanningResult, folder: Path, save_scene: b
 
 def plan_case_files(
     ct_path: Path, segmentation_path: Path, out: Path, args: argparse.Namespace
-) -> dict[str, Any]:
-    """Plan one case from files into ``out`` (staged, moved in on success); returns metrics.json."""
-    scene = new_scene()
-    try:
-        ct, segmentation = load_inputs(scene, ct_path, segmentation_path)
-        result = PlanningLogic(scene).plan(
-            ct,
-            segmentation,
-            targets=args.target,
-            oars=args.oar,
-            prescriptionGy=args.prescription,
-            fractions=args.fractions,
-            agent=None if args.agent == "none" else args.agent,
-            beams=args.beams,
-            body=args.body,
-            scorecard=args.scorecard,
-            tppAgent=args.tpp_agent,
-            doseGridMm=args.dose_grid_mm,
-            bixelMm=args.bixel_mm,
-            agentGridMm=args.agent_grid_mm,
-            seed=args.seed,
-        )
-        with staged_folder(out) as staging:
-            save_results(scene, result, staging, args.save_scene)
-    finally:
-        scene.Clear(1)
-    return result.metrics
+) -> tuple[dict[str, Any], list[str]]:
+    """Plan one case from files into ``out`` (staged, moved in on success); returns metrics.json and the
+    plan's warnings."""
+    with tempfile.TemporaryDirectory(prefix="RadAgentSlicer-") as cache:
+        scene = new_scene(cache)
+        try:
+            return _plan_in_scene(scene, ct_path, segmentation_path, out, args)
+        finally:
+            scene.Clear(1)
+
+
+def _plan_in_scene(
+    scene: Any, ct_path: Path, segmentation_path: Path, out: Path, args: argparse.Namespace
+) -> tuple[dict[str, Any], list[str]]:
+    """Load the files into ``scene``, plan them with the panel's logic and write the outputs."""
+    ct, segmentation = load_inputs(scene, ct_path, segmentation_path)
+    result = PlanningLogic(scene).plan(
+        ct,
+        segmentation,
+        targets=args.target,
+        oars=args.oar,
+        prescriptionGy=args.prescription,
+        fractions=args.fractions,
+        agent=None if args.agent == "none" else args.agent,
+        beams=args.beams,
+        body=args.body,
+        scorecard=args.scorecard,
+        tppAgent=args.tpp_agent,
+        doseGridMm=args.dose_grid_mm,
+        bixelMm=args.bixel_mm,
+        agentGridMm=args.agent_grid_mm,
+        seed=args.seed,
+        objectiveSet=args.objectives,
+        normalizeTo=args.normalize_to,
+    )
+    with staged_folder(out) as staging:
+        save_results(scene, result, staging, args.save_scene)
+    return result.metrics, result.description["warnings"]
 
 
 def find_cases(directory: Path) -> list[tuple[str, Path, Path]]:
@@ -200,13 +221,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = args.out if args.ct is not None else args.out / name
         start = time.perf_counter()
         try:
-            metrics = plan_case_files(ct_path, segmentation_path, out, args)
+            metrics, warnings = plan_case_files(ct_path, segmentation_path, out, args)
         except Exception as error:
             failed += 1
             reason = str(error) if isinstance(error, InputError) else f"{type(error).__name__}: {error}"
             print(f"{name}: error: {reason}", file=sys.stderr)
             continue
         print(f"{name}: {plan_summary(metrics['plan'])}, {time.perf_counter() - start:.1f} s → {out}")
+        for warning in warnings:
+            print(f"{name}: warning: {warning}", file=sys.stderr)
     if len(cases) > 1:
         print(f"{len(cases) - failed} of {len(cases)} cases planned")
     return EXIT_CASE_FAILED if failed else EXIT_OK

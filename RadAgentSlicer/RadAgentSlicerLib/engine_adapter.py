@@ -1,8 +1,16 @@
 """What the SlicerRT dose engine computes, kept apart from SlicerRT's classes so it is tested headless:
-one beam's dose on the plan's reference CT from the plan's nodes (target segment, isocentre, Rx)."""
+one beam's dose on the plan's reference CT from the plan's nodes (target segment, isocentre, Rx).
+
+The engine computes an **open field** (uniform fluence over the target's beam's-eye-view projection plus
+one beamlet) with the core's pencil-beam engine; the beam's jaws and MLC are not read. It is a forward
+dose for SlicerRT's plans, not the optimized RadAgent plan (that comes from the RadAgent module).
+:func:`calculate_beam_dose` keeps SlicerRT's contract: it returns ``""`` on success and the error message
+otherwise, which SlicerRT shows; the result volume is written only on success.
+"""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -12,7 +20,14 @@ from radagent.errors import InputError
 from radagent.plan import PlanSettings, plan_case
 from RadAgentSlicerLib.logic import PlanningLogic
 
-__all__ = ["beam_dose_gy", "open_field_dose_gy"]
+__all__ = ["ENGINE_DESCRIPTION", "ENGINE_NAME", "beam_dose_gy", "calculate_beam_dose", "open_field_dose_gy"]
+
+ENGINE_NAME = "RadAgent open fields"  # as External Beam Planning lists it (RadAgentDoseEngine.py sets it)
+ENGINE_DESCRIPTION = (
+    "Open-field dose (uniform fluence over the target's projection) from the RadAgent pencil-beam engine; "
+    "jaws and MLC are not read. Not the optimized RadAgent plan."
+)
+DEFAULT_GRID_MM = 5.0  # the engine's dose grid and beamlet size when the beam's parameters are unset
 
 
 def open_field_dose_gy(
@@ -39,6 +54,28 @@ def open_field_dose_gy(
         isocenter_ras=tuple(float(v) for v in isocenter_ras),
     )
     return (plan_case(case, settings).dose_ct_gy / beam_count).astype(np.float32)
+
+
+def calculate_beam_dose(
+    beam: Any, result_volume: Any, dose_grid_mm: float | None, bixel_mm: float | None
+) -> str:
+    """SlicerRT's ``calculateDoseUsingEngine``: the beam's open-field dose into ``result_volume`` on the
+    plan's reference CT. Returns "" on success, else the message SlicerRT shows (nothing is written)."""
+    from slicer.util import updateVolumeFromArray
+
+    try:
+        plan = beam.GetParentPlanNode()
+        if plan is None:
+            raise InputError("the beam belongs to no plan")
+        dose_gy = beam_dose_gy(plan, beam, dose_grid_mm or DEFAULT_GRID_MM, bixel_mm or DEFAULT_GRID_MM)
+    except InputError as error:
+        return f"{ENGINE_NAME}: {error}"
+    except Exception as error:  # SlicerRT would record anything but a string as success: report it
+        logging.exception("RadAgent dose engine failed")
+        return f"{ENGINE_NAME} failed: {type(error).__name__}: {error}"
+    updateVolumeFromArray(result_volume, dose_gy)
+    result_volume.CopyOrientation(plan.GetReferenceVolumeNode())
+    return ""
 
 
 def beam_dose_gy(plan: Any, beam: Any, dose_grid_mm: float, bixel_mm: float) -> np.ndarray:

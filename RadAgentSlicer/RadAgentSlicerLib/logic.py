@@ -77,14 +77,17 @@ class PlanningLogic:
         bixelMm: float | None = None,
         agentGridMm: float | None = None,
         seed: int | None = None,
+        objectiveSet: str | None = None,
+        normalizeTo: str | None = None,
         **agentOptions: Any,
     ) -> Any:
         """The core's validated plan request for these choices (its defaults wherever a value is None).
-        ``agent`` may be an angle or a TPP agent of the registry, with ``agentOptions``; ``tppAgent`` must
-        be a TPP agent and tunes the TPPs of ``agent``'s (or the request's) beams."""
+        A target may carry its own dose as ``"PTV56:56"`` (a simultaneous integrated boost). ``agent`` may
+        be an angle or a TPP agent of the registry, with ``agentOptions``; ``tppAgent`` must be a TPP agent
+        and tunes the TPPs of ``agent``'s (or the request's) beams."""
         from radagent.agents import get_agent
         from radagent.errors import InputError
-        from radagent.request import PlanRequest
+        from radagent.request import PlanRequest, parse_targets
 
         if tppAgent is not None and get_agent(tppAgent).kind != "tpp":
             raise InputError(f"tppAgent '{tppAgent}' chooses beam angles, not TPPs")
@@ -93,8 +96,12 @@ class PlanningLogic:
         agents = [{"name": agent, "options": agentOptions}] if agent is not None else []
         agents += [{"name": tppAgent, "options": tppAgentOptions or {}}] if tppAgent is not None else []
         given = {"dose_grid_mm": doseGridMm, "bixel_mm": bixelMm, "agent_grid_mm": agentGridMm, "seed": seed}
+        names, levels = parse_targets(targets)
         return PlanRequest(
-            targets=tuple(targets),
+            targets=names,
+            target_levels_gy=levels,
+            objective_set=objectiveSet or None,
+            normalization_target=normalizeTo or None,
             oars=tuple(oars),
             body=body or None,
             prescription_gy=prescriptionGy,

@@ -15,10 +15,11 @@ import slicer
 
 from radagent.beams import SOURCE_AXIS_DISTANCE_MM, BeamGeometry
 from radagent.patient import Case
+from RadAgentSlicerLib.engine_adapter import ENGINE_NAME
 
 __all__ = ["DOSE_ENGINE_NAME", "add_rt_plan", "available", "register_dose_engine"]
 
-DOSE_ENGINE_NAME = "RadAgent"
+DOSE_ENGINE_NAME = ENGINE_NAME
 ENGINE_SOURCE = Path(__file__).with_name("RadAgentDoseEngine.py")
 
 
@@ -42,7 +43,7 @@ def add_rt_plan(
     plan = scene.AddNewNodeByClass("vtkMRMLRTPlanNode", name)
     plan.SetAndObserveReferenceVolumeNode(ct)
     plan.SetAndObserveSegmentationNode(segmentation)
-    target_id = segmentation.GetSegmentation().GetSegmentIdBySegmentName(case.targets[0].name)
+    target_id = segmentation.GetSegmentation().GetSegmentIdBySegmentName(case.primary_target.name)
     if target_id:
         plan.SetTargetSegmentID(target_id)
     plan.SetRxDose(case.prescription_gy)

@@ -225,3 +225,57 @@ def test_plan_with_an_agent_records_it_and_refuses_conflicting_choices(capsys, t
     )
     assert status == 2 and "--tpp conflicts with --agent tuner" in err
     assert not (tmp_path / "x").exists()
+
+
+def test_impossible_geometry_gives_one_line_and_writes_nothing(capsys, tmp_path, phantom_files):
+    """A target outside or partly outside the body, and a sheared CT, are refused before planning."""
+    ct, grid = read_volume(phantom_files / "ct.nrrd")
+    ras = grid.voxel_centers_ras().reshape(*grid.shape, 3)
+    body = (ras[..., 0] / 60.0) ** 2 + (ras[..., 1] / 45.0) ** 2 <= 1.0
+    outside = np.linalg.norm(ras - [62.0, 48.0, 0.0], axis=-1) <= 8.0
+    partly = np.linalg.norm(ras - [56.0, 0.0, 0.0], axis=-1) <= 10.0
+    assert not np.any(outside & body) and np.any(partly & body) and np.any(partly & ~body)
+    write_segmentation(tmp_path / "s.seg.nrrd", [("Body", body), ("Out", outside), ("Edge", partly)], grid)
+    sheared = grid.ijk_to_ras.copy()
+    sheared[0, 2] = 1.0  # slices shifted sideways, as a gantry-tilted scan
+    write_volume(tmp_path / "sheared.nrrd", ct, Grid(grid.shape, sheared))
+    cases = [
+        (tmp_path / "ct.nrrd", "Out", "target 'Out' lies entirely outside the body 'Body'"),
+        (tmp_path / "ct.nrrd", "Edge", "target 'Edge' lies partly outside the body 'Body'"),
+        (tmp_path / "sheared.nrrd", "Out", "from perpendicular"),
+    ]
+    write_volume(tmp_path / "ct.nrrd", ct, grid)
+    for ct_file, target, message in cases:
+        out = tmp_path / "nested" / "out"
+        arguments = ["--ct", ct_file, "--structures", tmp_path / "s.seg.nrrd", "--target", target]
+        status, _, err = run_cli(capsys, "plan", *arguments, "--prescription", "60", "--out", out)
+        assert status == 2 and len(err.strip().splitlines()) == 1 and message in err, err
+        assert not (tmp_path / "nested").exists()
+
+
+def test_two_dose_levels_and_warnings_from_the_command_line(capsys, tmp_path, phantom_files):
+    _, grid = read_volume(phantom_files / "ct.nrrd")
+    ras = grid.voxel_centers_ras().reshape(*grid.shape, 3)
+    body = (ras[..., 0] / 60.0) ** 2 + (ras[..., 1] / 45.0) ** 2 <= 1.0
+    ptv = np.linalg.norm(ras, axis=-1) <= 20.0
+    boost = np.linalg.norm(ras, axis=-1) <= 9.0
+    cord = np.linalg.norm(ras[..., :2] - [0.0, -18.0], axis=-1) <= 6.0  # touches the PTV
+    write_segmentation(
+        tmp_path / "s.seg.nrrd", [("Body", body), ("PTV", ptv), ("Boost", boost), ("Cord", cord)], grid
+    )
+    files = ["--ct", phantom_files / "ct.nrrd", "--structures", tmp_path / "s.seg.nrrd", "--oar", "Cord"]
+    levels = ["--target", "PTV:50", "--target", "Boost:60"]
+    out = tmp_path / "sib"
+    status, _, err = run_cli(capsys, "plan", *files, *levels, "--out", out, *FAST)
+    assert status == 0
+    assert err.startswith("radagent: warning: organ at risk 'Cord' overlaps target 'PTV' by ")
+    metrics = json.loads((out / "metrics.json").read_text())
+    plan = json.loads((out / "plan.json").read_text())
+    assert metrics["plan"]["prescription_gy"] == 60.0 and metrics["plan"]["primary_target"] == "Boost"
+    assert [level["dose_level_gy"] for level in metrics["plan"]["target_levels"]] == [60.0, 50.0]
+    assert metrics["structures"]["Boost"]["d95_gy"] == pytest.approx(60.0, rel=1e-3)
+    assert plan["objective_set"] == "default" and plan["warnings"] and "objectives" in plan
+    status, _, err = run_cli(
+        capsys, "plan", *files, "--target", "PTV:65", "--prescription", "60", "--out", out
+    )
+    assert status == 2 and "prescribed 65 Gy, above the prescription 60 Gy" in err

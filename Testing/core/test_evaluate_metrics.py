@@ -87,8 +87,12 @@ def test_evaluate_plan_reports_the_metrics_json_sections():
     plan = report["plan"]
     assert set(plan) == {
         "prescription_gy",
+        "primary_target",
         "homogeneity_index",
         "conformity_index",
+        "body_minus_targets_mean_gy",
+        "r50",
+        "target_levels",
         "score",
         "score_max",
         "reward",
@@ -98,6 +102,12 @@ def test_evaluate_plan_reports_the_metrics_json_sections():
     assert plan["score"] == plan["score_max"] == 9.0
     assert plan["homogeneity_index"] == pytest.approx(0.0)
     assert plan["conformity_index"] == pytest.approx(1.0)
+    assert plan["primary_target"] == "PTV" and plan["body_minus_targets_mean_gy"] == 0.0
+    assert plan["r50"] == pytest.approx(1.0)  # all of the prescription isodose is the target
+    (level,) = plan["target_levels"]
+    assert level["name"] == "PTV" and level["dose_level_gy"] == P_GY
+    assert level["homogeneity_index"] == plan["homogeneity_index"]
+    assert level["conformity_index"] == plan["conformity_index"]
     assert plan["reward"] == 0.0
     assert len(plan["criteria"]) == 9
     assert set(plan["criteria"][0]) == {

@@ -32,3 +32,18 @@ def test_missing_or_foreign_archives_are_refused(tmp_path):
     (tmp_path / "garbage.npz").write_bytes(b"not a zip")
     with pytest.raises(InputError, match="not a radagent case archive"):
         read_case_archive(tmp_path / "garbage.npz")
+
+
+def test_target_dose_levels_survive_the_archive(tmp_path):
+    import dataclasses
+
+    prostate = load_case("prostate", 0)
+    leveled = dataclasses.replace(
+        prostate,
+        structures=tuple(
+            dataclasses.replace(s, dose_gy=70.0) if s.name == "PTV" else s for s in prostate.structures
+        ),
+    )
+    write_case_archive(leveled, tmp_path / "case.npz")
+    case = read_case_archive(tmp_path / "case.npz")
+    assert case.target_level_gy("PTV") == 70.0 and case.structure("Bladder").dose_gy is None

@@ -85,8 +85,8 @@ def prostate():
 
 
 @pytest.fixture
-def scene():
-    scene = new_scene()
+def scene(tmp_path_factory):
+    scene = new_scene(tmp_path_factory.mktemp("scene-cache"))
     yield scene
     scene.Clear(1)
 

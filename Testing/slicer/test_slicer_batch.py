@@ -136,3 +136,29 @@ def test_batch_script_bad_arguments_exit_2_with_one_line(tmp_path, arguments, me
     lines = [line for line in run.stderr.splitlines() if "error" in line]
     assert len(lines) == 1 and message in lines[0]
     assert "Traceback" not in run.stderr
+
+
+def test_batch_keeps_what_the_user_had_and_skips_impossible_cases(prostate, tmp_path, capsys):
+    _write_case(tmp_path / "cases" / "good", prostate, oblique_deg=0.0)
+    bad = tmp_path / "cases" / "outside"
+    _, segmentation = _write_case(bad, prostate, oblique_deg=0.0, own_grid=False)
+    from radagent.io.segmentation import read_segmentation
+
+    masks, grid = read_segmentation(segmentation)
+    air = np.zeros(grid.shape, bool)
+    air[-4:, :4, :4] = True  # a corner of the CT, in the air
+    assert not np.any(air & dict(masks)["Body"])
+    write_segmentation(segmentation, [(n, air if n == "PTV" else m) for n, m in masks], grid)
+    out = tmp_path / "out"
+    (out / "good").mkdir(parents=True)
+    (out / "good" / "notes.txt").write_text("mine")
+    (out / "readme.txt").write_text("mine too")
+    arguments = ["--cases", str(tmp_path / "cases"), *ROLES, "--prescription", "78", "--dose-grid-mm", "6"]
+    assert batch_main([*arguments, "--bixel-mm", "10", "--out", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert "outside: error: target 'PTV' lies entirely outside the body 'Body'" in captured.err
+    assert (out / "good" / "notes.txt").read_text() == "mine" and (
+        out / "readme.txt"
+    ).read_text() == "mine too"
+    assert (out / "good" / "metrics.json").is_file() and not (out / "outside").exists()
+    assert sorted(p.name for p in out.iterdir()) == ["good", "readme.txt"]  # no staging folder left

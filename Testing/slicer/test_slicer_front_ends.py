@@ -54,7 +54,7 @@ def _three_front_ends(case, tmp_path, oblique_deg: float) -> list[dict[str, dict
     assert cli_main(["plan", *files, *ROLES, *rx, *CHOICES, "--quiet", "--out", str(tmp_path / "cli")]) == 0
     files[2] = "--segmentation"
     assert batch.main([*files, *ROLES, *rx, *CHOICES, "--out", str(tmp_path / "batch")]) == 0
-    scene = batch.new_scene()
+    scene = batch.new_scene(tmp_path / "cache")
     ct_node, segmentation_node = batch.load_inputs(scene, ct, segmentation)
     result = PlanningLogic(scene).plan(
         ct_node,

@@ -191,7 +191,7 @@ def test_scene_saved_as_mrb_and_mrml_reloads_with_results(scene, prostate, tmp_p
     dose_gy = arrayFromVolume(result.doseVolumeNode).copy()
     table = _table_columns(result.dvhTableNode)
     assert scene.WriteToMRB(str(tmp_path / "plan.mrb"))
-    reloaded = new_scene()
+    reloaded = new_scene(tmp_path / "cache")
     assert reloaded.ReadFromMRB(str(tmp_path / "plan.mrb"))
     _saved_results_intact(reloaded, result, dose_gy, table)
     # .mrml with each node's data beside it
@@ -207,7 +207,7 @@ def test_scene_saved_as_mrb_and_mrml_reloads_with_results(scene, prostate, tmp_p
     scene.SetRootDirectory(str(folder))
     scene.SetURL(str(folder / "plan.mrml"))
     assert scene.Commit()
-    reloaded = new_scene()
+    reloaded = new_scene(tmp_path / "cache")
     reloaded.SetURL(str(folder / "plan.mrml"))
     assert reloaded.Connect()
     _saved_results_intact(reloaded, result, dose_gy, table)

@@ -124,3 +124,88 @@ def test_slicerrt_engine_adapter_gives_open_field_dose_summing_to_the_prescripti
     assert np.mean(sum(doses)[ptv]) == pytest.approx(prostate.prescription_gy, rel=1e-3)
     # opposed beams deposit different doses (attenuation along each path)
     assert not np.allclose(doses[0], doses[2])
+
+
+class _Plan:
+    """The parts of a SlicerRT plan node the dose engine reads (SlicerRT is not in slicer-core)."""
+
+    def __init__(self, scene, ct, segmentation, target_id, isocenter, rx_gy, beams, rx_error=None):
+        self.scene, self.ct, self.segmentation, self.target_id = scene, ct, segmentation, target_id
+        self.isocenter, self.rx_gy, self.beams, self.rx_error = isocenter, rx_gy, beams, rx_error
+
+    def GetScene(self):
+        return self.scene
+
+    def GetReferenceVolumeNode(self):
+        return self.ct
+
+    def GetSegmentationNode(self):
+        return self.segmentation
+
+    def GetTargetSegmentID(self):
+        return self.target_id
+
+    def GetIsocenterPosition(self, position):
+        position[:] = self.isocenter
+
+    def GetRxDose(self):
+        if self.rx_error is not None:
+            raise self.rx_error
+        return self.rx_gy
+
+    def GetNumberOfBeams(self):
+        return self.beams
+
+
+class _Beam:
+    def __init__(self, plan, gantry_deg):
+        self.plan, self.gantry_deg = plan, gantry_deg
+
+    def GetParentPlanNode(self):
+        return self.plan
+
+    def GetGantryAngle(self):
+        return self.gantry_deg
+
+
+def test_slicerrt_engine_returns_its_errors_to_slicerrt_and_writes_only_on_success(scene, prostate):
+    from RadAgentSlicerLib.engine_adapter import ENGINE_NAME, calculate_beam_dose
+
+    ct, segmentation = prostate_nodes(scene, prostate)
+    ptv_id = segmentation.GetSegmentation().GetSegmentIdBySegmentName("PTV")
+    iso, rx = list(prostate.isocenter_ras), prostate.prescription_gy
+    result = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "beam dose")
+    no_target = _Plan(scene, ct, segmentation, "", iso, rx, 4)
+    message = calculate_beam_dose(_Beam(no_target, 90.0), result, 5.0, 5.0)
+    assert message == f"{ENGINE_NAME}: the plan needs a reference CT, a segmentation and a target segment"
+    assert result.GetImageData() is None  # nothing written: SlicerRT adds no dose
+    broken = _Plan(scene, ct, segmentation, ptv_id, iso, rx, 4, rx_error=RuntimeError("no Rx node"))
+    assert calculate_beam_dose(_Beam(broken, 90.0), result, 5.0, 5.0) == (
+        f"{ENGINE_NAME} failed: RuntimeError: no Rx node"
+    )
+    assert (
+        calculate_beam_dose(_Beam(None, 90.0), result, 5.0, 5.0)
+        == f"{ENGINE_NAME}: the beam belongs to no plan"
+    )
+    assert result.GetImageData() is None
+    plan = _Plan(scene, ct, segmentation, ptv_id, iso, rx, 4)
+    assert calculate_beam_dose(_Beam(plan, 90.0), result, None, None) == ""  # unset parameters: 5 mm
+    dose = arrayFromVolume(result)
+    assert dose.shape == prostate.grid.shape
+    assert np.mean(dose[prostate.structure("PTV").mask]) == pytest.approx(rx / 4, rel=1e-3)
+
+
+def test_the_engine_file_names_the_engine_as_the_adapter_does():
+    import ast
+    from pathlib import Path
+
+    from RadAgentSlicerLib.engine_adapter import ENGINE_NAME
+
+    source = (
+        Path(__file__).resolve().parents[2] / "RadAgentSlicer" / "RadAgentSlicerLib" / "RadAgentDoseEngine.py"
+    )
+    tree = ast.parse(source.read_text())
+    names = [
+        n.value.value for n in tree.body if isinstance(n, ast.Assign) and n.targets[0].id == "ENGINE_NAME"
+    ]
+    assert names == [ENGINE_NAME] and "open fields" in ENGINE_NAME

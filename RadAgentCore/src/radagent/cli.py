@@ -106,7 +106,13 @@ def _add_case_inputs(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--matrad", type=Path, help="a matRad/CORT phantom (.mat with ct and cst)")
     roles = parser.add_argument_group("structure roles and protocol (built-in cases know theirs)")
-    roles.add_argument("--target", action="append", default=[], help="target structure name (repeatable)")
+    roles.add_argument(
+        "--target",
+        action="append",
+        default=[],
+        metavar="NAME[:GY]",
+        help="target structure name, with its own dose for a simultaneous boost, e.g. PTV56:56 (repeatable)",
+    )
     roles.add_argument("--oar", action="append", default=[], help="organ-at-risk name (repeatable)")
     roles.add_argument(
         "--body", help="body/external structure (default: named like body, or the enclosing one)"
@@ -159,6 +165,15 @@ def _build_parser() -> argparse.ArgumentParser:
         help=f"dose grid spacing (default {PlanRequest.dose_grid_mm:g})",
     )
     beams.add_argument("--fluence", choices=("optimized", "uniform"), help="fluence mode (default optimized)")
+    beams.add_argument(
+        "--objectives",
+        choices=("default", "tpp"),
+        help="objective set of optimized fluence: the default set, or the TPP objective of the agents "
+        "(default: tpp with --tpp or a TPP agent, else default)",
+    )
+    beams.add_argument(
+        "--normalize-to", metavar="TARGET", help="target whose D95 is set to its dose (primary)"
+    )
     beams.add_argument(
         "--tpp",
         type=_tpp,
@@ -300,6 +315,8 @@ _PLAN_OPTIONS = (
     "bixel_mm",
     "dose_grid_mm",
     "fluence",
+    "objectives",
+    "normalize_to",
     "tpp",
     "seed",
     "agent",
@@ -318,7 +335,7 @@ def _agent_list() -> str:
 def _request(args: argparse.Namespace) -> PlanRequest:
     """The validated plan request of the command line's options (those a command lacks stay unset)."""
     from radagent.beams import parse_angles
-    from radagent.request import PatientInput
+    from radagent.request import PatientInput, parse_targets
 
     def given(name: str) -> Any:
         return getattr(args, name, None)
@@ -346,9 +363,13 @@ def _request(args: argparse.Namespace) -> PlanRequest:
         "fluence": given("fluence"),
         "seed": given("seed"),
     }
+    targets, levels = parse_targets(args.target)
     request = PlanRequest(
         patient=patient,
-        targets=tuple(args.target),
+        targets=targets,
+        target_levels_gy=levels,
+        objective_set=given("objectives"),
+        normalization_target=given("normalize_to"),
         oars=tuple(args.oar),
         body=args.body,
         prescription_gy=args.prescription,
@@ -401,6 +422,8 @@ def _command_plan(args: argparse.Namespace) -> int:
             metrics,
             planned.description(),
         )
+    for warning in result.warnings:
+        print(f"radagent: warning: {warning}", file=sys.stderr)
     if args.save_request is not None:
         write_request(request, args.save_request)
     if not args.quiet:

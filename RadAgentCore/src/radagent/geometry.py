@@ -80,6 +80,14 @@ class Grid:
         return np.linalg.norm(self.ijk_to_ras[:3, :3], axis=0)
 
     @property
+    def axis_skew_deg(self) -> float:
+        """How far (degrees) the most skewed pair of voxel axes is from perpendicular: 0 for every grid
+        but a sheared one."""
+        direction = self.direction
+        cosines = [abs(float(direction[:, a] @ direction[:, b])) for a, b in ((0, 1), (0, 2), (1, 2))]
+        return float(np.degrees(np.arcsin(min(max(cosines), 1.0))))
+
+    @property
     def direction(self) -> np.ndarray:
         """3×3 matrix whose columns are the unit i, j, k axes in RAS."""
         return self.ijk_to_ras[:3, :3] / self.spacing_mm

@@ -1,8 +1,9 @@
 """The patient model: CT, structures with roles, and the protocol (prescription, fractions, score card).
 
 A :class:`Case` is validated once at construction, so every later stage can trust it: the CT is finite
-HU on a valid grid, every structure is a non-empty boolean mask on the CT grid, there is at least one
-target and exactly one body, and the targets lie (almost) inside the body.
+HU on a grid with perpendicular axes, every structure is a non-empty boolean mask on the CT grid, there
+is at least one target and exactly one body, the targets lie inside the body, and no target's dose level
+exceeds the prescription.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from radagent.geometry import Grid, resample_mask
 
 __all__ = ["Case", "Protocol", "Role", "Structure", "body_from_ct", "structure_on_grid"]
 
-# A target may poke out of the body contour by a few voxels (skin-sparing PTVs are clipped in clinics,
-# phantoms are not); more than this fraction outside means the inputs do not belong together.
-MAX_TARGET_FRACTION_OUTSIDE_BODY = 0.05
+# How far from perpendicular the CT's axes may be (the ray tracer and the dose grid assume orthogonal
+# axes; a gantry-tilted CT shears them).
+MAX_AXIS_SKEW_DEG = 0.01
 
 
 class Role(StrEnum):
@@ -36,11 +37,13 @@ class Role(StrEnum):
 
 @dataclass(frozen=True, eq=False)
 class Structure:
-    """A named boolean mask on the CT grid with a planning role."""
+    """A named boolean mask on the CT grid with a planning role; a target may carry its own dose level
+    (``dose_gy``, a simultaneous integrated boost), else it is prescribed the case's prescription."""
 
     name: str
     role: Role
     mask: np.ndarray
+    dose_gy: float | None = None
 
     def __post_init__(self) -> None:
         mask = np.asarray(self.mask)
@@ -48,6 +51,14 @@ class Structure:
             mask = mask != 0
         object.__setattr__(self, "role", Role(self.role))
         object.__setattr__(self, "mask", mask)
+        if self.dose_gy is not None:
+            if self.role is not Role.TARGET:
+                raise InputError(f"structure '{self.name}' is not a target, so it takes no dose level")
+            if not np.isfinite(self.dose_gy) or self.dose_gy <= 0:
+                raise InputError(
+                    f"dose level of target '{self.name}' must be a positive dose, got {self.dose_gy}"
+                )
+            object.__setattr__(self, "dose_gy", float(self.dose_gy))
 
     @property
     def voxel_count(self) -> int:
@@ -131,6 +142,12 @@ class Case:
             raise InputError(
                 f"CT array shape {self.ct_hu.shape} does not match its geometry {self.grid.shape}"
             )
+        skew = self.grid.axis_skew_deg
+        if skew > MAX_AXIS_SKEW_DEG:
+            raise InputError(
+                f"the CT's axes are {skew:.2f}° from perpendicular (a sheared direction matrix, e.g. a "
+                "gantry-tilted scan); resample it onto an orthogonal grid first"
+            )
         if not np.all(np.isfinite(self.ct_hu)):
             raise InputError(f"CT of case '{self.name}' contains NaN or infinite values")
         names = [s.name for s in self.structures]
@@ -152,11 +169,23 @@ class Case:
             raise InputError(f"case '{self.name}' needs exactly one body structure, has {len(bodies)}")
         body = bodies[0].mask
         for target in self.targets:
-            outside = np.count_nonzero(target.mask & ~body) / target.voxel_count
-            if outside > MAX_TARGET_FRACTION_OUTSIDE_BODY:
+            outside = np.count_nonzero(target.mask & ~body)
+            if outside == target.voxel_count:
                 raise InputError(
-                    f"target '{target.name}' lies {outside:.0%} outside the body "
-                    f"'{bodies[0].name}'; the structures do not belong to this CT or body"
+                    f"target '{target.name}' lies entirely outside the body '{bodies[0].name}'; "
+                    "the structures do not belong to this CT or body"
+                )
+            if outside:
+                raise InputError(
+                    f"target '{target.name}' lies partly outside the body '{bodies[0].name}' "
+                    f"({outside * self.grid.voxel_volume_cc:.2f} cc, {outside / target.voxel_count:.1%}); "
+                    "crop it to the body or choose the body that contains it"
+                )
+        for target in self.targets:
+            if target.dose_gy is not None and target.dose_gy > self.prescription_gy * (1 + 1e-9):
+                raise InputError(
+                    f"target '{target.name}' is prescribed {target.dose_gy:g} Gy, above the prescription "
+                    f"{self.prescription_gy:g} Gy; the prescription is the highest dose level"
                 )
         card = self.protocol.scorecard
         if card is not None:
@@ -170,6 +199,17 @@ class Case:
     def targets(self) -> tuple[Structure, ...]:
         """Target structures (PTVs), in input order."""
         return tuple(s for s in self.structures if s.role is Role.TARGET)
+
+    def target_level_gy(self, name: str) -> float:
+        """The dose prescribed to target ``name``: its own level, else the prescription."""
+        target = self.structure(name)
+        return target.dose_gy if target.dose_gy is not None else self.prescription_gy
+
+    @property
+    def primary_target(self) -> Structure:
+        """The target of the highest dose level (the first of equals): what the plan is normalized to and
+        what score cards, HI, CI and the reward call "the PTV"."""
+        return max(self.targets, key=lambda t: self.target_level_gy(t.name))
 
     @property
     def oars(self) -> tuple[Structure, ...]:

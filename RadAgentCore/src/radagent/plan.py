@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from radagent import RESEARCH_USE_ONLY
 from radagent.beams import DEFAULT_BEAMS, equispaced_angles
 from radagent.dose import DoseEngineSettings, DoseInfluence, DoseInfluenceCache, compute_dose_influence
 from radagent.errors import InputError
@@ -25,29 +26,48 @@ from radagent.optimize import (
     tpp_oar_names,
     uniform_fluence,
 )
+from radagent.optimize.default_objectives import default_objectives
 from radagent.patient import Case
 from radagent.progress import ProgressCallback, report, scaled
 
-__all__ = ["PlanResult", "PlanSettings", "normalization_factor", "normalized_dose_on_ct", "plan_case"]
+__all__ = [
+    "PlanResult",
+    "PlanSettings",
+    "normalization_factor",
+    "normalized_dose_on_ct",
+    "overlap_warnings",
+    "plan_case",
+]
 
 FluenceMode = Literal["optimized", "uniform"]
+ObjectiveSetName = Literal["default", "tpp"]
 
 
 @dataclass(frozen=True)
 class PlanSettings:
-    """What to plan: gantry angles (IEC 61217, degrees), dose-engine and optimizer settings, fluence mode."""
+    """What to plan: gantry angles (IEC 61217, degrees), dose-engine and optimizer settings, fluence mode,
+    and the objectives of optimized fluence: the default set (:mod:`radagent.optimize.default_objectives`)
+    or the TPP objective of METHOD §3 with ``tpps`` (None: the sources' default start)."""
 
     angles_deg: tuple[float, ...] = field(default_factory=lambda: equispaced_angles(DEFAULT_BEAMS))
     engine: DoseEngineSettings = field(default_factory=DoseEngineSettings)
     optimizer: OptimizerSettings = field(default_factory=OptimizerSettings)
     fluence: FluenceMode = "optimized"
+    objective_set: ObjectiveSetName = "default"
     tpps: TPPs | None = None
+    normalization_target: str | None = None  # None: the primary (highest-level) target
     isocenter_ras: tuple[float, float, float] | None = None
     seed: int = 0  # recorded with the plan; the pipeline itself is deterministic
 
     def __post_init__(self) -> None:
         if self.fluence not in ("optimized", "uniform"):
             raise InputError(f"fluence mode must be 'optimized' or 'uniform', got {self.fluence!r}")
+        if self.objective_set not in ("default", "tpp"):
+            raise InputError(f"objective set must be 'default' or 'tpp', got {self.objective_set!r}")
+        if self.tpps is not None and self.objective_set != "tpp":
+            raise InputError("TPP values apply to the TPP objective set, not the default one")
+        if self.normalization_target is not None and self.fluence == "uniform":
+            raise InputError("uniform fluence is normalized to the primary target's mean dose")
         if not self.angles_deg:
             raise InputError("a plan needs at least one beam")
         if len(set(self.angles_deg)) != len(self.angles_deg):
@@ -70,6 +90,8 @@ class PlanResult:
     evaluation: PlanEvaluation
     optimization: OptimizationResult | None
     tpps: TPPs | None
+    objectives: list[dict[str, Any]]  # the default set's terms as plain values (empty otherwise)
+    warnings: list[str]  # what the planner should know about the inputs (overlaps), in plan.json too
     timing_s: dict[str, float]
 
     def metrics(self) -> dict[str, Any]:
@@ -97,6 +119,7 @@ class PlanResult:
                 }
             )
         description: dict[str, Any] = {
+            "notice": RESEARCH_USE_ONLY,
             "case": self.case.name,
             "patient_position": self.case.patient_position,
             "prescription_gy": self.case.prescription_gy,
@@ -109,8 +132,12 @@ class PlanResult:
             "fluence": self.settings.fluence,
             "seed": self.settings.seed,
             "beams": beams,
+            "objective_set": self.settings.objective_set if self.settings.fluence == "optimized" else None,
             "tpps": self.tpps.to_dict() if self.tpps is not None else None,
         }
+        if self.objectives:
+            description["objectives"] = self.objectives
+        description["warnings"] = list(self.warnings)
         if self.optimization is not None:
             description["optimization"] = {
                 "outer_iterations": int(self.optimization.outer_iterations),
@@ -120,17 +147,47 @@ class PlanResult:
         return description
 
 
-def normalization_factor(case: Case, dose_ct_gy: np.ndarray, fluence: FluenceMode) -> float:
-    """Scale putting target D95 (optimized) or target mean (uniform) at the prescription, on the CT grid."""
-    target_dose = dose_ct_gy[case.targets[0].mask]
+def overlap_warnings(case: Case, settings: PlanSettings) -> list[str]:
+    """One line per organ at risk that overlaps a target: by how much, and which objective owns the
+    shared voxels under ``settings``' objective set."""
+    warnings = []
+    for oar in case.oars:
+        for target in case.targets:
+            shared = np.count_nonzero(oar.mask & target.mask)
+            if not shared:
+                continue
+            if settings.fluence == "uniform":
+                owner = "uniform fluence has no objectives"
+            elif settings.objective_set == "default":
+                owner = "the default objectives give those voxels to the target's terms, not the organ's"
+            else:
+                owner = "the TPP objective's term of the organ covers all of it, overlap included (METHOD §3)"
+            warnings.append(
+                f"organ at risk '{oar.name}' overlaps target '{target.name}' by "
+                f"{shared * case.grid.voxel_volume_cc:.1f} cc; {owner}"
+            )
+    return warnings
+
+
+def normalization_factor(
+    case: Case, dose_ct_gy: np.ndarray, fluence: FluenceMode, target: str | None = None
+) -> float:
+    """Scale putting the target's D95 (optimized) or mean (uniform) at its dose level, on the CT grid;
+    the target is the primary (highest-level) one unless named."""
+    chosen = case.structure(target) if target is not None else case.primary_target
+    target_dose = dose_ct_gy[chosen.mask]
     reference = float(np.mean(target_dose)) if fluence == "uniform" else hottest_minimum_gy(target_dose, 0.95)
     if reference <= 0:
-        raise InputError(f"the plan delivers no dose to target '{case.targets[0].name}'")
-    return case.prescription_gy / reference
+        raise InputError(f"the plan delivers no dose to target '{chosen.name}'")
+    return case.target_level_gy(chosen.name) / reference
 
 
 def normalized_dose_on_ct(
-    case: Case, dose_gy: np.ndarray, dose_grid: Grid, fluence: FluenceMode = "optimized"
+    case: Case,
+    dose_gy: np.ndarray,
+    dose_grid: Grid,
+    fluence: FluenceMode = "optimized",
+    target: str | None = None,
 ) -> tuple[np.ndarray, float]:
     """Resample a dose onto the CT grid and rescale it there (see :func:`normalization_factor`).
 
@@ -139,7 +196,7 @@ def normalized_dose_on_ct(
     rescaled CT-grid dose and the factor, which the caller applies to the weights.
     """
     dose_ct = dose_on_ct_grid(dose_gy, dose_grid, case.grid)
-    factor = normalization_factor(case, dose_ct, fluence)
+    factor = normalization_factor(case, dose_ct, fluence, target)
     dose_ct *= factor
     return dose_ct, factor
 
@@ -164,10 +221,12 @@ def plan_case(
     engine_done = time.perf_counter()
 
     tpps: TPPs | None = None
+    objectives: list[dict[str, Any]] = []
     optimization: OptimizationResult | None = None
+    optimizer_progress = scaled(progress, 0.6, 0.95)
     if settings.fluence == "uniform":
         weights = uniform_fluence(influence.matrix, influence.dose_grid, case)
-    else:
+    elif settings.objective_set == "tpp":
         tpps = settings.tpps or TPPs.default(tpp_oar_names(case))
         optimization = optimize_fluence(
             influence.matrix,
@@ -175,14 +234,30 @@ def plan_case(
             case,
             tpps=tpps,
             settings=settings.optimizer,
-            progress=scaled(progress, 0.6, 0.95),
+            progress=optimizer_progress,
+        )
+        weights = optimization.weights
+    else:
+        chosen = default_objectives(case)
+        objectives = chosen.describe()
+        optimization = optimize_fluence(
+            influence.matrix,
+            influence.dose_grid,
+            chosen.case_for(case),
+            objectives=chosen.objectives,
+            settings=settings.optimizer,
+            progress=optimizer_progress,
         )
         weights = optimization.weights
     optimized = time.perf_counter()
 
     report(progress, 0.95, "evaluating the plan on the CT grid")
     dose_ct, factor = normalized_dose_on_ct(
-        case, influence.dose_volume(weights), influence.dose_grid, settings.fluence
+        case,
+        influence.dose_volume(weights),
+        influence.dose_grid,
+        settings.fluence,
+        settings.normalization_target,
     )
     weights = np.asarray(weights) * factor
     evaluation = evaluate_plan(case, dose_ct)
@@ -198,6 +273,8 @@ def plan_case(
         evaluation=evaluation,
         optimization=optimization,
         tpps=tpps,
+        objectives=objectives,
+        warnings=overlap_warnings(case, settings),
         timing_s={
             "dose_engine": engine_done - start,
             "optimization": optimized - engine_done,

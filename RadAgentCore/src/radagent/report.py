@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from radagent import RESEARCH_USE_ONLY
 from radagent.evaluate.metrics import plan_summary
 from radagent.geometry import Grid
 from radagent.patient import Case, Role
@@ -131,6 +132,7 @@ def write_report(
     text_axes = figure.add_subplot(grid_spec[0, 2])
     text_axes.axis("off")
     text_axes.text(0.0, 1.0, "\n".join(summary_lines), va="top", family="monospace", fontsize=8)
+    figure.text(0.5, 0.002, RESEARCH_USE_ONLY, ha="center", va="bottom", fontsize=8, color="darkred")
 
     planes = [
         ("axial", ct[s_index], dose[s_index], {n: m[s_index] for n, m in contours.items()}, spacing[[1, 2]]),

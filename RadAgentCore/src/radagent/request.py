@@ -44,7 +44,7 @@ from radagent.io.inputs import card_spellings, case_from_files, case_with_roles
 from radagent.io.matrad import read_matrad
 from radagent.optimize import TPPs, tpp_oar_names
 from radagent.patient import Case, Protocol
-from radagent.plan import FluenceMode, PlanSettings
+from radagent.plan import FluenceMode, ObjectiveSetName, PlanSettings
 from radagent.progress import ProgressCallback
 
 __all__ = [
@@ -54,6 +54,7 @@ __all__ = [
     "PlanRequest",
     "case_from_masks",
     "load_patient",
+    "parse_targets",
     "read_request",
     "run_plan",
     "write_request",
@@ -144,8 +145,12 @@ class PlanRequest:
 
     ``None`` means "the case's own" (prescription, fractions, score card of a built-in case) or "the
     default" (``beams``: 7 equispaced, or the angle agent's own count). ``tpps`` are values of the TPP
-    objective by name (``t_PTV``, ``lambda_Rectum``, …) over the default start; the agents' grid is the
-    beamlet width and dose grid they plan on, the final plan uses ``bixel_mm`` / ``dose_grid_mm``.
+    objective by name (``t_PTV``, ``lambda_Rectum``, …) over the default start; ``objective_set`` is
+    ``tpp`` with them or a TPP agent, else ``default`` (:mod:`radagent.optimize.default_objectives`).
+    ``target_levels_gy`` gives targets their own dose (a simultaneous integrated boost; the others get the
+    prescription, which defaults to the highest level); the plan is normalized to the D95 of the primary
+    (highest-level) target, or of ``normalization_target``. The agents' grid is the beamlet width and
+    dose grid they plan on, the final plan uses ``bixel_mm`` / ``dose_grid_mm``.
     """
 
     patient: PatientInput = field(default_factory=PatientInput)
@@ -162,6 +167,9 @@ class PlanRequest:
     agent_grid_mm: float = AGENT_GRID_MM
     agents: tuple[AgentRun, ...] = ()
     tpps: Mapping[str, float] = field(default_factory=dict)
+    objective_set: ObjectiveSetName | None = None
+    target_levels_gy: Mapping[str, float] = field(default_factory=dict)
+    normalization_target: str | None = None
     fluence: FluenceMode = "optimized"
     seed: int = 0
 
@@ -185,6 +193,12 @@ class PlanRequest:
         if not isinstance(self.tpps, Mapping):
             raise InputError(f"tpps must map TPP names to values, got {self.tpps!r}")
         convert(self, "tpps", {str(k): _number(f"TPP {k}", v) for k, v in self.tpps.items()})
+        if not isinstance(self.target_levels_gy, Mapping):
+            raise InputError(
+                f"target_levels_gy must map target names to doses, got {self.target_levels_gy!r}"
+            )
+        levels = {str(k): _number(f"dose level of {k}", v) for k, v in self.target_levels_gy.items()}
+        convert(self, "target_levels_gy", levels)
 
     # -- checks -----------------------------------------------------------------------------------------
 
@@ -219,6 +233,7 @@ class PlanRequest:
         if patient.case is not None or patient.archive is not None:
             what = "a built-in case" if patient.case is not None else "a case archive"
             roles = {"targets": self.targets, "oars": self.oars, "body": self.body, "labels": patient.labels}
+            roles["targets"] = roles["targets"] or tuple(self.target_levels_gy)
             given = [name for name, value in roles.items() if value]
             if given:
                 raise InputError(f"{what} knows its structures; do not name a {w[given[0]]}")
@@ -230,7 +245,7 @@ class PlanRequest:
         w = {**FIELD_WORDS, **(words or {})}
         if not self.targets:
             raise InputError(f"choose at least one {w['targets']}")
-        if self.prescription_gy is None:
+        if self.prescription() is None:
             raise InputError(f"give {w['prescription_gy']}")
 
     def _check_protocol(self, w: Mapping[str, str]) -> None:
@@ -243,6 +258,24 @@ class PlanRequest:
         self.card()
         if self.tpps and self.fluence == "uniform":
             raise InputError(f"{w['tpps']} applies to optimized fluence, not {w['fluence']} uniform")
+        if self.tpps and self.objective_set == "default":
+            raise InputError(f"{w['tpps']} applies to the TPP objective set, not the default one")
+        if self.objective_set not in (None, "default", "tpp"):
+            raise InputError(f"objective_set must be 'default' or 'tpp', got {self.objective_set!r}")
+        for name, level in self.target_levels_gy.items():
+            if name not in self.targets:
+                raise InputError(f"a dose level is given for '{name}', which is not a target")
+            if level <= 0:
+                raise InputError(f"dose level of target '{name}' must be a positive dose, got {level:g}")
+            if self.prescription_gy is not None and level > self.prescription_gy:
+                raise InputError(
+                    f"target '{name}' is prescribed {level:g} Gy, above the prescription "
+                    f"{self.prescription_gy:g} Gy; the prescription is the highest dose level"
+                )
+        if self.normalization_target is not None and self.normalization_target not in self.targets:
+            raise InputError(
+                f"the plan can be normalized to a target only; '{self.normalization_target}' is not one"
+            )
 
     def _check_agents(self, w: Mapping[str, str]) -> None:
         by_kind: dict[str, AgentRun] = {}
@@ -270,6 +303,11 @@ class PlanRequest:
                 raise InputError(
                     f"{w[name]} conflicts with {w['agent']} {agent}, which chooses {_CHOOSES[kind]}"
                 )
+        if "tpp" in by_kind and self.objective_set == "default":
+            raise InputError(
+                f"the default objective set conflicts with {w['agent']} {by_kind['tpp'].name}, "
+                "which tunes the TPP objective"
+            )
         if "tpp" in by_kind and self.fluence == "uniform":
             raise InputError(
                 f"{w['fluence']} uniform conflicts with {w['agent']} {by_kind['tpp'].name}, "
@@ -292,7 +330,7 @@ class PlanRequest:
         card = self.card()
         spelled = card_spellings(card, self.oars)
         oars = [spelled.get(name, name) for name in self.oars]
-        return [problem for run in runs for problem in role_problems(run, oars, card, modules)]
+        return [problem for run in runs for problem in role_problems(run, oars, card, modules, self.targets)]
 
     # -- what the request means ----------------------------------------------------------------------
 
@@ -330,22 +368,32 @@ class PlanRequest:
             tpps = TPPs.default(tpp_oar_names(case))
             for name, value in self.tpps.items():
                 tpps = tpps.with_value(name, value)
+        tuned = bool(self.tpps) or self.tpp_agent() is not None
         return PlanSettings(
             angles_deg=angles,
             engine=DoseEngineSettings(bixel_mm=self.bixel_mm, dose_grid_mm=self.dose_grid_mm),
             fluence=self.fluence,
+            objective_set=self.objective_set or ("tpp" if tuned else "default"),
             tpps=tpps,
+            normalization_target=self.normalization_target,
             seed=self.seed,
         )
+
+    def prescription(self) -> float | None:
+        """The prescription: as given, else the highest target dose level (None when neither is given)."""
+        if self.prescription_gy is not None:
+            return self.prescription_gy
+        return max(self.target_levels_gy.values(), default=None)
 
     def protocol(self, case_protocol: Protocol | None = None) -> Protocol:
         """The request's prescription, fractions and score card over a case's own (or over none)."""
         if case_protocol is None:
-            if self.prescription_gy is None:
+            prescription = self.prescription()
+            if prescription is None:
                 raise InputError(f"give {FIELD_WORDS['prescription_gy']}")
-            return Protocol(self.prescription_gy, self.fractions or DEFAULT_FRACTIONS, self.card())
+            return Protocol(prescription, self.fractions or DEFAULT_FRACTIONS, self.card())
         return Protocol(
-            self.prescription_gy if self.prescription_gy is not None else case_protocol.prescription_gy,
+            self.prescription() if self.prescription() is not None else case_protocol.prescription_gy,
             self.fractions if self.fractions is not None else case_protocol.fractions,
             self.card() if self.scorecard is not None else case_protocol.scorecard,
         )
@@ -361,6 +409,7 @@ class PlanRequest:
             values["angles_deg"] = list(self.angles_deg)
         values["agents"] = [{"name": run.name, "options": dict(run.options)} for run in self.agents]
         values["tpps"] = dict(self.tpps)
+        values["target_levels_gy"] = dict(self.target_levels_gy)
         return {"format": REQUEST_FORMAT, **values}
 
     @classmethod
@@ -406,6 +455,23 @@ def _integer(name: str, value: Any) -> int:
     return int(number)
 
 
+def parse_targets(items: Sequence[str]) -> tuple[tuple[str, ...], dict[str, float]]:
+    """``["PTV70:70", "PTV56:56", "GTV"]`` → the target names and their dose levels (Gy): how the command
+    line, batch mode and the Slicer panel write a simultaneous integrated boost."""
+    names, levels = [], {}
+    for item in items:
+        name, sep, dose = item.rpartition(":")
+        if not sep:
+            names.append(item.strip())
+            continue
+        try:
+            levels[name.strip()] = float(dose)
+        except ValueError:
+            raise InputError(f"target {item!r}: the dose after ':' must be a number in Gy") from None
+        names.append(name.strip())
+    return tuple(names), levels
+
+
 def _listed(name: str, value: Any) -> Sequence[Any]:
     """``value`` as a sequence of items; one string is refused, not split into its letters."""
     if isinstance(value, str) or not isinstance(value, Sequence):
@@ -440,38 +506,48 @@ def _one_patient_input(w: Mapping[str, str]) -> str:
 
 
 def load_patient(request: PlanRequest, words: Mapping[str, str] | None = None) -> Case:
-    """The case the request's patient input names, with its roles and protocol applied."""
+    """The case the request's patient input names, with its roles, dose levels and protocol applied."""
     w = {**FIELD_WORDS, **(words or {})}
     patient = request.patient
     if len(patient.sources) != 1:
         raise InputError(_one_patient_input(w))
     if patient.case is not None:
         case = load_case(patient.case, variant=patient.variant)
-        return dataclasses.replace(case, protocol=request.protocol(case.protocol))
-    if patient.archive is not None:
+    elif patient.archive is not None:
         case = read_case_archive(patient.archive)
-        return dataclasses.replace(case, protocol=request.protocol(case.protocol))
-    if patient.matrad is not None:
+    elif patient.matrad is not None:
         case = read_matrad(
             patient.matrad,
             targets=request.targets or None,
             oars=request.oars or None,
             body=request.body,
-            prescription_gy=request.prescription_gy,
+            prescription_gy=request.prescription(),
         )
-        return dataclasses.replace(case, protocol=request.protocol(case.protocol))
-    request.check_roles(w)
-    return case_from_files(
-        patient.ct,
-        patient.structures,
-        labels=dict(patient.labels) or None,
-        targets=request.targets,
-        oars=request.oars,
-        body=request.body,
-        prescription_gy=request.prescription_gy,
-        fractions=request.fractions or DEFAULT_FRACTIONS,
-        scorecard=request.card(),
+    else:
+        request.check_roles(w)
+        case = case_from_files(
+            patient.ct,
+            patient.structures,
+            labels=dict(patient.labels) or None,
+            targets=request.targets,
+            oars=request.oars,
+            body=request.body,
+            prescription_gy=request.prescription(),
+            fractions=request.fractions or DEFAULT_FRACTIONS,
+            scorecard=request.card(),
+        )
+    return _with_levels(dataclasses.replace(case, protocol=request.protocol(case.protocol)), request)
+
+
+def _with_levels(case: Case, request: PlanRequest) -> Case:
+    """The case with the request's target dose levels (names matched as the case spells them)."""
+    if not request.target_levels_gy:
+        return case
+    levels = {case.structure(name).name: level for name, level in request.target_levels_gy.items()}
+    structures = tuple(
+        dataclasses.replace(s, dose_gy=levels[s.name]) if s.name in levels else s for s in case.structures
     )
+    return dataclasses.replace(case, structures=structures)
 
 
 def case_from_masks(
@@ -487,7 +563,7 @@ def case_from_masks(
     """The case of a front end that holds the CT and named masks on the CT grid itself (the Slicer
     module, from its scene): the request's roles and protocol applied, as for files."""
     request.check_roles(words)
-    return case_with_roles(
+    case = case_with_roles(
         ct_hu,
         ct_grid,
         masks,
@@ -498,6 +574,7 @@ def case_from_masks(
         name=name,
         description=description,
     )
+    return _with_levels(case, request)
 
 
 def run_plan(

@@ -507,7 +507,7 @@ def train_dqn(
         checkpoint.check(env)
         if not state_path.is_file():
             raise InputError(f"cannot resume: {state_path} is missing")
-        saved = torch.load(state_path, map_location=device, weights_only=False)
+        saved = torch.load(state_path, map_location=device, weights_only=True)  # tensors and plain values
         q_network.load_state_dict(checkpoint.network.state_dict())
         target_network.load_state_dict(saved["target"])
         optimizer.load_state_dict(saved["optimizer"])

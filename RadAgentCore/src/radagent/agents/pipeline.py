@@ -130,15 +130,20 @@ def _converted(name: str, value: Any, default: Any) -> Any:
 
 def case_problems(run: AgentRun, case: Case, modules: bool = True) -> list[str]:
     """What ``case`` lacks for the agent (empty when it can run): an organ at risk, a score card, or —
-    for a trained agent — the roles and score card of the site it was trained on; with ``modules``, also
-    the Python modules this interpreter lacks for it."""
-    return role_problems(run, [o.name for o in case.oars], case.protocol.scorecard, modules)
+    for a trained agent — the roles, target count and score card of the site it was trained on; with
+    ``modules``, also the Python modules this interpreter lacks for it."""
+    oars = [o.name for o in case.oars]
+    return role_problems(run, oars, case.protocol.scorecard, modules, [t.name for t in case.targets])
 
 
 def role_problems(
-    run: AgentRun, oar_names: Sequence[str], card: ScoreCard | None, modules: bool = True
+    run: AgentRun,
+    oar_names: Sequence[str],
+    card: ScoreCard | None,
+    modules: bool = True,
+    target_names: Sequence[str] = (),
 ) -> list[str]:
-    """:func:`case_problems` from the chosen OAR names and score card alone, before a case exists (a
+    """:func:`case_problems` from the chosen role names and score card alone, before a case exists (a
     panel checks this on every change of the roles)."""
     spec = run.spec
     needs = spec.needs
@@ -151,6 +156,11 @@ def role_problems(
         problems.append(f"{spec.name} needs at least one organ at risk; none is chosen")
     if needs.score_card and card is None:
         problems.append(f"{spec.name} tunes TPPs on a score card; choose one")
+    if needs.trained is not None and len(target_names) > 1:
+        problems.append(
+            f"{spec.name} was trained on single-target plans; this case has {len(target_names)} targets "
+            f"({', '.join(target_names)})"
+        )
     if needs.trained is not None and oar_names:
         problems += _trained_problems(spec.name, needs.trained, oar_names, card, run.options)
     return problems
@@ -216,6 +226,6 @@ def plan_with_agents(
         options = agent_options(tpp_agent.spec, **values)
         begin = len(results) / stages
         results.append(tpp_agent.spec.run(case, options, scaled(progress, begin, begin + 1 / stages)))
-        settings = dataclasses.replace(settings, tpps=results[-1].tpps)
+        settings = dataclasses.replace(settings, objective_set="tpp", tpps=results[-1].tpps)
     plan = plan_case(case, settings, progress=scaled(progress, len(results) / stages, 1.0))
     return AgentPlan(plan, results)

@@ -59,7 +59,7 @@ class EnvConfig:
 
 @dataclass(frozen=True)
 class Roles:
-    """The structures an environment acts on, by role: the first target and the scored OARs in card order."""
+    """The structures an environment acts on, by role: the primary target, the scored OARs in card order."""
 
     target: str
     oars: tuple[str, ...]
@@ -78,7 +78,7 @@ class Roles:
             raise InputError(
                 f"{env_name} was built for {oar_count} scored OARs; case '{case.name}' has {len(oars)}"
             )
-        return cls(case.targets[0].name, oars, tuple(o.name for o in case.oars if o.name not in oars))
+        return cls(case.primary_target.name, oars, tuple(o.name for o in case.oars if o.name not in oars))
 
 
 class CaseSource:

@@ -1,7 +1,8 @@
 """Plan evaluation on the CT grid (METHOD §4): per-structure DVH metrics, HI, CI, score and reward.
 
 :func:`evaluate_plan` is what the CLI writes as ``metrics.json`` and ``dvh.csv`` and what agents are
-compared on; "the target" for HI, CI and the reward is the case's first target, as in the optimizer.
+compared on; "the target" for HI, CI and the reward is the case's primary (highest-level) target, as in
+the optimizer; each dose level also gets its own HI and CI.
 Without a score card the score, its maximum and the smooth score are None.
 """
 
@@ -24,8 +25,10 @@ if TYPE_CHECKING:
 __all__ = [
     "PlanEvaluation",
     "StructureMetrics",
+    "TargetLevelMetrics",
     "cumulative_dvhs",
     "dose_on_ct_grid",
+    "dose_spill",
     "dvh_table",
     "evaluate_plan",
     "homogeneity_index",
@@ -33,6 +36,7 @@ __all__ = [
     "plan_summary",
     "score_text",
     "structure_doses",
+    "target_levels",
 ]
 
 _REPORTED_PERCENTS = (2, 5, 10, 50, 95, 98)
@@ -128,13 +132,74 @@ def _csv_columns(axis_gy: np.ndarray, fractions: Mapping[str, np.ndarray]) -> di
 
 
 @dataclass(frozen=True)
+class TargetLevelMetrics:
+    """One target's dose level and how the plan meets it, on its region: the target minus the targets of
+    higher levels (the whole target with one level), as ICRU 83 and Paddick define HI and CI."""
+
+    name: str
+    dose_level_gy: float
+    region_cc: float
+    d95_gy: float  # of the whole target
+    d2_gy: float  # of the region
+    homogeneity_index: float
+    conformity_index: float  # PIV: voxels ≥ the level outside the higher levels' targets
+
+    def to_dict(self) -> dict[str, object]:
+        """The metrics.json entry of the level."""
+        return dict(vars(self))
+
+
+def target_levels(
+    case: Case, dose_ct_gy: np.ndarray, doses: Mapping[str, StructureDoses]
+) -> list[TargetLevelMetrics]:
+    """Each target's level metrics, highest level first."""
+    dose = np.asarray(dose_ct_gy)
+    voxel_cc = case.grid.voxel_volume_cc
+    higher = np.zeros(case.grid.shape, dtype=bool)
+    levels = []
+    for target in sorted(case.targets, key=lambda t: -case.target_level_gy(t.name)):
+        level = case.target_level_gy(target.name)
+        region = target.mask & ~higher
+        region_doses = StructureDoses.from_mask(target.name, dose, region, voxel_cc) if region.any() else None
+        levels.append(
+            TargetLevelMetrics(
+                name=target.name,
+                dose_level_gy=level,
+                region_cc=float(np.count_nonzero(region) * voxel_cc),
+                d95_gy=float(doses[target.name].doses_at_percent_gy((95,))[0]),
+                d2_gy=float(region_doses.doses_at_percent_gy((2,))[0]) if region_doses else float("nan"),
+                homogeneity_index=homogeneity_index(region_doses) if region_doses else float("nan"),
+                conformity_index=paddick_conformity_index(dose, region, case.body.mask & ~higher, level),
+            )
+        )
+        higher |= target.mask
+    return levels
+
+
+def dose_spill(case: Case, dose_ct_gy: np.ndarray) -> tuple[float, float]:
+    """Where dose goes outside the targets: the mean dose (Gy) of the body outside all targets, and R50,
+    the volume inside the 50 % isodose of the prescription over the targets' volume."""
+    dose = np.asarray(dose_ct_gy)
+    targets = case.target_mask()
+    outside = case.body.mask & ~targets
+    mean_gy = float(np.mean(dose[outside], dtype=np.float64)) if outside.any() else 0.0
+    half = np.count_nonzero((dose >= 0.5 * case.prescription_gy) & (case.body.mask | targets))
+    return mean_gy, half / np.count_nonzero(targets)
+
+
+@dataclass(frozen=True)
 class PlanEvaluation:
-    """Everything reported about a plan: per-structure metrics and DVHs, HI, CI, score card and reward."""
+    """Everything reported about a plan: per-structure metrics and DVHs, HI, CI (of the primary target and
+    per dose level), dose outside the targets, score card and reward."""
 
     prescription_gy: float
     structures: Mapping[str, StructureMetrics]
     homogeneity_index: float
     conformity_index: float
+    primary_target: str
+    levels: tuple[TargetLevelMetrics, ...]
+    body_minus_targets_mean_gy: float
+    r50: float
     criteria: tuple[CriterionResult, ...]
     score: float | None
     score_max: float | None
@@ -162,8 +227,12 @@ class PlanEvaluation:
             "structures": {name: m.to_dict() for name, m in self.structures.items()},
             "plan": {
                 "prescription_gy": self.prescription_gy,
+                "primary_target": self.primary_target,
                 "homogeneity_index": self.homogeneity_index,
                 "conformity_index": self.conformity_index,
+                "body_minus_targets_mean_gy": self.body_minus_targets_mean_gy,
+                "r50": self.r50,
+                "target_levels": [level.to_dict() for level in self.levels],
                 "score": self.score,
                 "score_max": self.score_max,
                 "reward": self.reward,
@@ -181,11 +250,12 @@ def evaluate_plan(
 ) -> PlanEvaluation:
     """Evaluate a dose on the case's CT grid (Gy) against its protocol's prescription and score card."""
     doses = structure_doses(case, dose_ct_gy)
-    target = case.targets[0]
+    target = case.primary_target
     prescription_gy = case.prescription_gy
     card = case.protocol.scorecard
     criteria = card.evaluate(doses, prescription_gy) if card is not None else ()
     dvh_axis, dvh_fractions = cumulative_dvhs(doses, dvh_step_gy)
+    body_mean_gy, r50 = dose_spill(case, dose_ct_gy)
     return PlanEvaluation(
         prescription_gy=prescription_gy,
         structures={
@@ -193,6 +263,10 @@ def evaluate_plan(
         },
         homogeneity_index=homogeneity_index(doses[target.name]),
         conformity_index=paddick_conformity_index(dose_ct_gy, target.mask, case.body.mask, prescription_gy),
+        primary_target=target.name,
+        levels=tuple(target_levels(case, dose_ct_gy, doses)),
+        body_minus_targets_mean_gy=body_mean_gy,
+        r50=r50,
         criteria=criteria,
         score=total_score(criteria) if card is not None else None,
         score_max=card.max_score if card is not None else None,

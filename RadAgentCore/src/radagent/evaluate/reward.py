@@ -4,7 +4,7 @@
                  + Σ_k w_k·mean_OAR_k (d/p)² + w_body·mean_body∖PTV (d/p)² ]
 
 Higher is better and a perfect plan (PTV within [0.95p, 1.07p], no dose elsewhere) scores 0. "PTV" is the
-case's first target. Reported on the CT grid like every metric.
+case's primary (highest-level) target. Reported on the CT grid like every metric.
 """
 
 from __future__ import annotations
@@ -98,12 +98,13 @@ def plan_reward(
     dose_ct_gy: np.ndarray,
     weights: RewardWeights = DEFAULT_REWARD_WEIGHTS,
 ) -> RewardTerms:
-    """The reward's terms for a dose on the case's CT grid (PTV = first target, every OAR of the case)."""
+    """The reward's terms for a dose on the case's CT grid: PTV = the primary target, every OAR of the
+    case, and the body outside all targets (a lower dose level is prescribed dose, not spill)."""
     return penalty_reward(
         dose_ct_gy,
         case.prescription_gy,
-        case.targets[0].mask,
+        case.primary_target.mask,
         {oar.name: oar.mask for oar in case.oars},
-        case.body.mask,
+        case.body.mask & ~case.target_mask(),
         weights,
     )

@@ -28,7 +28,7 @@ def write_case_archive(case: Case, path: str | Path) -> None:
     meta = {
         "format": ARCHIVE_FORMAT,
         "name": case.name,
-        "structures": [[s.name, str(s.role)] for s in case.structures],
+        "structures": [[s.name, str(s.role), s.dose_gy] for s in case.structures],
         "prescription_gy": case.prescription_gy,
         "fractions": int(case.protocol.fractions),
         "scorecard": case.protocol.scorecard.name if case.protocol.scorecard is not None else None,
@@ -65,7 +65,9 @@ def read_case_archive(path: str | Path) -> Case:
         name=meta["name"],
         ct_hu=ct_hu,
         grid=Grid(ct_hu.shape, matrix),
-        structures=tuple(Structure(n, r, m) for (n, r), m in zip(meta["structures"], masks, strict=True)),
+        structures=tuple(
+            Structure(n, r, m, dose) for (n, r, dose), m in zip(meta["structures"], masks, strict=True)
+        ),
         protocol=Protocol(meta["prescription_gy"], meta["fractions"], card),
         patient_position=meta["patient_position"],
         description=meta["description"],

@@ -37,9 +37,9 @@ from radagent.errors import InputError
 from radagent.evaluate.dvh import hottest_minimum_gy
 from radagent.geometry import Grid
 from radagent.optimize.influence import StructureInfluence
-from radagent.optimize.objectives import Objective
+from radagent.optimize.objectives import Objective, SquaredUnderdose
 from radagent.optimize.quasi_newton import InnerRun, ProjectedLbfgs, ValueAndGradient
-from radagent.optimize.tpp import TPPs, tpp_oar_names, tpp_objectives
+from radagent.optimize.tpp import COVERAGE_WEIGHT, TPPs, tpp_oar_names, tpp_objectives
 from radagent.optimize.vectors import norm
 from radagent.progress import ProgressCallback, report
 
@@ -345,14 +345,19 @@ def optimize_fluence(
 
     ``matrix`` is the dose-influence matrix (rows: flat ``[k, j, i]`` dose-grid voxels, columns:
     beamlets) or a :class:`StructureInfluence` prepared from it, to reuse across calls. The target is
-    the case's first target. Deterministic for given inputs; cancellable through ``progress``.
+    the case's primary (highest-level) target; lower dose levels get the coverage term of the TPP
+    objective too. Deterministic for given inputs; cancellable through ``progress``.
     """
     start = time.perf_counter()
     _check_objectives(objectives, tpps)
-    target = case.targets[0].name
+    target = case.primary_target.name
     if objectives is None:
         chosen = tpps if tpps is not None else TPPs.default(tpp_oar_names(case))
         objectives = tpp_objectives(chosen, target, case.prescription_gy)
+        lower = [t for t in case.targets if t.name != target]  # their coverage, as the primary's (β)
+        objectives += tuple(
+            SquaredUnderdose(t.name, case.target_level_gy(t.name), COVERAGE_WEIGHT) for t in lower
+        )
     terms = _canonical(case, objectives)
     influence = _prepared(matrix, dose_grid, case, list(dict.fromkeys([target, *(n for n, _ in terms)])))
 
@@ -387,8 +392,9 @@ def optimize_fluence(
 
 
 def uniform_fluence(matrix: InfluenceInput, dose_grid: Grid, case: Case) -> np.ndarray:
-    """Forward planning: equal beamlet weights, scaled so that the target's mean dose is the prescription."""
-    target = case.targets[0].name
+    """Forward planning: equal beamlet weights, scaled so that the primary target's mean dose is the
+    prescription."""
+    target = case.primary_target.name
     influence = _prepared(matrix, dose_grid, case, [target])
     mean_gy = float(np.mean(_target_dose_gy(influence, target, np.ones(influence.beamlet_count))))
     if mean_gy <= 0:

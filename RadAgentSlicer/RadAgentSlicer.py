@@ -278,7 +278,7 @@ class RadAgentSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         for r in range(table.rowCount):
             role = table.cellWidget(r, 1).currentText
             name = table.item(r, 0).text()
-            dose = table.item(r, 2).text().strip() if table.item(r, 2) is not None else ""
+            dose = table.item(r, 2).text().strip().replace(",", ".") if table.item(r, 2) is not None else ""
             if role == ROLE_TARGET and dose:
                 name = f"{name}:{dose}"  # the core's NAME:GY (radagent.request.parse_targets)
             if role in roles:
@@ -470,6 +470,10 @@ class RadAgentSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.statusLabel.text = _("Done: {summary}. Research use only, not for clinical use.").format(
             summary=plan_summary(result.metrics["plan"])
         )
+        warnings = result.description.get("warnings", [])
+        for warning in warnings:
+            logging.warning("RadAgent: %s", warning)
+        self.ui.problemsLabel.text = "\n".join(warnings)
         self._parameterNode.doseVolume = result.doseVolumeNode
         table = self.ui.metricsTable
         columns = ["D95 (Gy)", "D2 (Gy)", "Mean (Gy)", "Max (Gy)", "Volume (cc)"]

@@ -11,14 +11,15 @@ errors reach SlicerRT as its error string, so no empty dose is recorded as a suc
 from DoseEngines import AbstractScriptedDoseEngine
 
 ENGINE_TAB = "RadAgent"
-ENGINE_NAME = "RadAgent open fields"  # engine_adapter.ENGINE_NAME (a test checks they agree)
 
 
 class RadAgentDoseEngine(AbstractScriptedDoseEngine):
     """The RadAgent open-field engine: pencil-beam dose with heterogeneity correction on a chosen grid."""
 
     def __init__(self, scriptedEngine):
-        scriptedEngine.name = ENGINE_NAME
+        from RadAgentSlicerLib.slicerrt import DOSE_ENGINE_NAME
+
+        scriptedEngine.name = DOSE_ENGINE_NAME
         AbstractScriptedDoseEngine.__init__(self, scriptedEngine)
 
     def defineBeamParameters(self):

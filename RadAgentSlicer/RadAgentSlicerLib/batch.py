@@ -61,7 +61,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--oar", action="append", default=[], help="organ-at-risk segment (repeatable)")
     parser.add_argument("--body", help="body segment (default: named like body, else from the CT)")
-    parser.add_argument("--prescription", type=float, required=True, metavar="GY", help="target dose (Gy)")
+    parser.add_argument(
+        "--prescription",
+        type=float,
+        metavar="GY",
+        help="target dose (Gy; default: the highest NAME:GY level)",
+    )
     parser.add_argument("--fractions", type=int, help=f"number of fractions (default {DEFAULT_FRACTIONS})")
     parser.add_argument("--scorecard", help="score card (prostate, prostate-4oar, liver, cshape, water)")
     agents = ", ".join(f"{spec.name} ({spec.kind})" for spec in list_agents())

@@ -5,7 +5,7 @@ The engine computes an **open field** (uniform fluence over the target's beam's-
 one beamlet) with the core's pencil-beam engine; the beam's jaws and MLC are not read. It is a forward
 dose for SlicerRT's plans, not the optimized RadAgent plan (that comes from the RadAgent module).
 :func:`calculate_beam_dose` keeps SlicerRT's contract: it returns ``""`` on success and the error message
-otherwise, which SlicerRT shows; the result volume is written only on success.
+otherwise, which SlicerRT shows. An error before the dose is written leaves the result volume empty.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from radagent.dose import DoseEngineSettings
 from radagent.errors import InputError
 from radagent.plan import PlanSettings, plan_case
 from RadAgentSlicerLib.logic import PlanningLogic
+from RadAgentSlicerLib.slicerrt import DOSE_ENGINE_NAME
 
-__all__ = ["ENGINE_DESCRIPTION", "ENGINE_NAME", "beam_dose_gy", "calculate_beam_dose", "open_field_dose_gy"]
+__all__ = ["ENGINE_DESCRIPTION", "beam_dose_gy", "calculate_beam_dose", "open_field_dose_gy"]
 
-ENGINE_NAME = "RadAgent open fields"  # as External Beam Planning lists it (RadAgentDoseEngine.py sets it)
 ENGINE_DESCRIPTION = (
     "Open-field dose (uniform fluence over the target's projection) from the RadAgent pencil-beam engine; "
     "jaws and MLC are not read. Not the optimized RadAgent plan."
@@ -68,13 +68,13 @@ def calculate_beam_dose(
         if plan is None:
             raise InputError("the beam belongs to no plan")
         dose_gy = beam_dose_gy(plan, beam, dose_grid_mm or DEFAULT_GRID_MM, bixel_mm or DEFAULT_GRID_MM)
+        updateVolumeFromArray(result_volume, dose_gy)
+        result_volume.CopyOrientation(plan.GetReferenceVolumeNode())
     except InputError as error:
-        return f"{ENGINE_NAME}: {error}"
+        return f"{DOSE_ENGINE_NAME}: {error}"
     except Exception as error:  # SlicerRT would record anything but a string as success: report it
         logging.exception("RadAgent dose engine failed")
-        return f"{ENGINE_NAME} failed: {type(error).__name__}: {error}"
-    updateVolumeFromArray(result_volume, dose_gy)
-    result_volume.CopyOrientation(plan.GetReferenceVolumeNode())
+        return f"{DOSE_ENGINE_NAME} failed: {type(error).__name__}: {error}"
     return ""
 
 

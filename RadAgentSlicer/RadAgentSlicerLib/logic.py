@@ -224,7 +224,7 @@ class PlanningLogic:
         folder = Path(tempfile.mkdtemp(prefix="RadAgent-", dir=workFolder))
         try:
             write_case_archive(case, folder / CASE_FILE)
-            roles_in_archive = {"targets": (), "oars": (), "body": None}
+            roles_in_archive = {"targets": (), "oars": (), "body": None, "target_levels_gy": {}}
             archived = replace(request, patient=PatientInput(archive=CASE_FILE), **roles_in_archive)
             write_request(archived, folder / REQUEST_FILE)
             process = BackgroundPlanning(folder, python=python)

@@ -15,11 +15,10 @@ import slicer
 
 from radagent.beams import SOURCE_AXIS_DISTANCE_MM, BeamGeometry
 from radagent.patient import Case
-from RadAgentSlicerLib.engine_adapter import ENGINE_NAME
 
 __all__ = ["DOSE_ENGINE_NAME", "add_rt_plan", "available", "register_dose_engine"]
 
-DOSE_ENGINE_NAME = ENGINE_NAME
+DOSE_ENGINE_NAME = "RadAgent open fields"  # what External Beam Planning lists: not the optimized plan
 ENGINE_SOURCE = Path(__file__).with_name("RadAgentDoseEngine.py")
 
 

@@ -279,3 +279,33 @@ def test_two_dose_levels_and_warnings_from_the_command_line(capsys, tmp_path, ph
         capsys, "plan", *files, "--target", "PTV:65", "--prescription", "60", "--out", out
     )
     assert status == 2 and "prescribed 65 Gy, above the prescription 60 Gy" in err
+
+
+def test_objective_set_normalization_and_notice_reach_plan_json(capsys, tmp_path):
+    out = tmp_path / "p"
+    status, _, err = run_cli(capsys, "plan", "--case", "water", "--objectives", "tpp", "--out", out, *FAST)
+    plan = json.loads((out / "plan.json").read_text())
+    assert status == 0 and plan["objective_set"] == "tpp" and plan["tpps"]["t_PTV"] == 1.0
+    assert "not for clinical use" in plan["notice"]
+    status, _, err = run_cli(capsys, "plan", "--case", "water", "--tpp", "t_PTV=1.05", "--out", out, *FAST)
+    assert status == 0 and json.loads((out / "plan.json").read_text())["objective_set"] == "tpp"
+    status, _, err = run_cli(capsys, "plan", "--case", "water", "--out", out, *FAST)
+    assert json.loads((out / "plan.json").read_text())["objective_set"] == "default"
+    status, _, err = run_cli(
+        capsys,
+        "plan",
+        "--case",
+        "water",
+        "--objectives",
+        "default",
+        "--tpp",
+        "t_PTV=1.05",
+        "--out",
+        tmp_path / "x",
+    )
+    assert status == 2 and "--tpp applies to the TPP objective set, not the default one" in err
+    status, _, err = run_cli(
+        capsys, "plan", "--case", "prostate", "--normalize-to", "Rectum", "--out", tmp_path / "x"
+    )
+    assert status == 2 and "normalized to a target only; 'Rectum' is not one" in err
+    assert not (tmp_path / "x").exists()

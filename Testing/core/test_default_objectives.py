@@ -169,3 +169,67 @@ def test_targets_outside_the_body_and_sheared_cts_are_refused():
 def _rotation(degrees: float) -> np.ndarray:
     t = np.deg2rad(degrees)
     return np.array([[np.cos(t), -np.sin(t), 0.0], [np.sin(t), np.cos(t), 0.0], [0.0, 0.0, 1.0]])
+
+
+def test_nested_and_equal_level_targets_report_without_nan(prostate4, tmp_path):
+    """A GTV inside its PTV at the same level, and an equal-level second target: every metric is a number
+    or None, so metrics.json can be written."""
+    import json
+
+    ptv = prostate4.structure("PTV").mask
+    _, inner = _prostate_with_boost(prostate4)
+    masks = [(s.name, s.mask) for s in prostate4.structures if s.role is not Role.TARGET]
+    request = PlanRequest(
+        targets=("PTV", "GTV"), oars=("Rectum",), bixel_mm=10.0, dose_grid_mm=8.0, prescription_gy=70.0
+    )
+    case = case_from_masks(
+        request, prostate4.ct_hu, prostate4.grid, [("PTV", ptv), ("GTV", inner), *masks], name="n"
+    )
+    metrics = run_plan(request, case).metrics()
+    levels = {level["name"]: level for level in metrics["plan"]["target_levels"]}
+    assert levels["GTV"]["region_cc"] == 0.0 and levels["GTV"]["homogeneity_index"] is None
+    assert levels["PTV"]["conformity_index"] > 0.0  # the GTV inside it is not counted as spill
+    json.dumps(metrics, allow_nan=False)
+
+
+def test_a_target_without_a_level_needs_the_prescription():
+    request = PlanRequest(
+        patient=PatientInput(ct="ct.nrrd", structures="s.seg.nrrd"),
+        targets=("PTV70", "PTV56"),
+        target_levels_gy={"PTV56": 56.0},
+    )
+    with pytest.raises(InputError, match="give the prescription in Gy"):
+        request.validated()
+    leveled = dataclasses.replace(request, target_levels_gy={"PTV70": 70.0, "PTV56": 56.0}).validated()
+    assert leveled.prescription() == 70.0
+
+
+def test_the_primary_level_is_the_prescription(prostate4):
+    below = dataclasses.replace(prostate4.structure("PTV"), dose_gy=60.0)
+    structures = tuple(below if s.name == "PTV" else s for s in prostate4.structures)
+    with pytest.raises(
+        InputError, match=r"highest target dose level is 60 Gy, below the prescription 79\.2 Gy"
+    ):
+        dataclasses.replace(prostate4, structures=structures)
+
+
+def test_normalization_to_another_target_or_a_non_target(prostate4):
+    ptv, boost = _prostate_with_boost(prostate4)
+    masks = [(s.name, s.mask) for s in prostate4.structures if s.role is not Role.TARGET]
+    request = PlanRequest(
+        targets=("PTV", "Boost"),
+        oars=("Rectum",),
+        target_levels_gy={"PTV": 70.0, "Boost": 79.2},
+        normalization_target="PTV",
+        bixel_mm=10.0,
+        dose_grid_mm=6.0,
+    ).validated()
+    case = case_from_masks(
+        request, prostate4.ct_hu, prostate4.grid, [("PTV", ptv), ("Boost", boost), *masks], name="n"
+    )
+    dose = run_plan(request, case).plan.dose_ct_gy
+    assert hottest_minimum_gy(dose[ptv], 0.95) == pytest.approx(70.0, rel=1e-4)
+    with pytest.raises(InputError, match="normalized to a target only; 'Bladder' is not one"):
+        run_plan(
+            PlanRequest(patient=PatientInput(case="prostate"), normalization_target="Bladder", bixel_mm=10.0)
+        )

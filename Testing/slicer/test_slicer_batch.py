@@ -162,3 +162,15 @@ def test_batch_keeps_what_the_user_had_and_skips_impossible_cases(prostate, tmp_
     ).read_text() == "mine too"
     assert (out / "good" / "metrics.json").is_file() and not (out / "outside").exists()
     assert sorted(p.name for p in out.iterdir()) == ["good", "readme.txt"]  # no staging folder left
+
+
+def test_batch_removes_its_scene_folders_after_a_failure(prostate, tmp_path, monkeypatch):
+    import tempfile
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    _write_case(tmp_path / "cases" / "no_ptv", prostate, oblique_deg=0.0, drop="PTV")
+    arguments = ["--cases", str(tmp_path / "cases"), *ROLES, "--prescription", "78"]
+    assert batch_main([*arguments, "--out", str(tmp_path / "out")]) == 1
+    assert list(scratch.iterdir()) == []

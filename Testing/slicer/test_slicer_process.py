@@ -169,7 +169,8 @@ class _Beam:
 
 
 def test_slicerrt_engine_returns_its_errors_to_slicerrt_and_writes_only_on_success(scene, prostate):
-    from RadAgentSlicerLib.engine_adapter import ENGINE_NAME, calculate_beam_dose
+    from RadAgentSlicerLib.engine_adapter import calculate_beam_dose
+    from RadAgentSlicerLib.slicerrt import DOSE_ENGINE_NAME as ENGINE_NAME
 
     ct, segmentation = prostate_nodes(scene, prostate)
     ptv_id = segmentation.GetSegmentation().GetSegmentIdBySegmentName("PTV")
@@ -195,17 +196,43 @@ def test_slicerrt_engine_returns_its_errors_to_slicerrt_and_writes_only_on_succe
     assert np.mean(dose[prostate.structure("PTV").mask]) == pytest.approx(rx / 4, rel=1e-3)
 
 
-def test_the_engine_file_names_the_engine_as_the_adapter_does():
-    import ast
-    from pathlib import Path
+def test_an_error_while_writing_the_dose_reaches_slicerrt_too(scene, prostate):
+    from RadAgentSlicerLib.engine_adapter import calculate_beam_dose
+    from RadAgentSlicerLib.slicerrt import DOSE_ENGINE_NAME
 
-    from RadAgentSlicerLib.engine_adapter import ENGINE_NAME
+    ct, segmentation = prostate_nodes(scene, prostate)
+    ptv_id = segmentation.GetSegmentation().GetSegmentIdBySegmentName("PTV")
+    plan = _Plan(scene, ct, segmentation, ptv_id, list(prostate.isocenter_ras), prostate.prescription_gy, 4)
+    message = calculate_beam_dose(_Beam(plan, 0.0), object(), 10.0, 10.0)  # no volume node to write into
+    assert message.startswith(f"{DOSE_ENGINE_NAME} failed: ")
 
-    source = (
-        Path(__file__).resolve().parents[2] / "RadAgentSlicer" / "RadAgentSlicerLib" / "RadAgentDoseEngine.py"
+
+def test_background_plan_with_dose_levels_and_a_normalization_target(scene, prostate, tmp_path):
+    """The panel's NAME:GY targets and a normalization target survive the archived request of the job."""
+    from radagent.evaluate.dvh import hottest_minimum_gy
+
+    ct, segmentation = prostate_nodes(scene, prostate)
+    logic = PlanningLogic(scene)
+    request = logic.request(
+        ["PTV:70"], ["Rectum"], 70.0, 39, beams=3, doseGridMm=8.0, bixelMm=10.0, normalizeTo="PTV"
     )
-    tree = ast.parse(source.read_text())
-    names = [
-        n.value.value for n in tree.body if isinstance(n, ast.Assign) and n.targets[0].id == "ENGINE_NAME"
-    ]
-    assert names == [ENGINE_NAME] and "open fields" in ENGINE_NAME
+    job = logic.startPlan(ct, segmentation, request, workFolder=tmp_path)
+    events = _follow(job)
+    assert job.succeeded, [e.message for e in events]
+    result = job.importResults()
+    assert result.metrics["plan"]["target_levels"][0]["dose_level_gy"] == 70.0
+    dose = arrayFromVolume(result.doseVolumeNode)
+    assert hottest_minimum_gy(dose[prostate.structure("PTV").mask], 0.95) == pytest.approx(70.0, rel=1e-3)
+
+
+def test_a_target_outside_the_body_is_refused_before_any_node(scene, prostate):
+    from conftest import add_segmentation
+
+    ct, _ = prostate_nodes(scene, prostate)
+    air = np.zeros(prostate.grid.shape, bool)
+    air[-4:, :4, :4] = True
+    segmentation = add_segmentation(scene, "S", {"Body": prostate.body.mask, "PTV": air}, prostate.grid)
+    before = scene.GetNumberOfNodes()
+    with pytest.raises(InputError, match="target 'PTV' lies entirely outside the body 'Body'"):
+        PlanningLogic(scene).plan(ct, segmentation, ["PTV"], [], 70.0, beams=3)
+    assert scene.GetNumberOfNodes() == before

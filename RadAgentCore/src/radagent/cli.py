@@ -400,12 +400,15 @@ def _plan_request(args: argparse.Namespace) -> PlanRequest:
 
 def _command_plan(args: argparse.Namespace) -> int:
     from radagent.io.results import staged_folder, write_plan_outputs
+    from radagent.plan import overlap_warnings
     from radagent.request import load_patient, run_plan, write_request
 
     request = _plan_request(args)
     if args.save_request is not None and not args.save_request.absolute().parent.is_dir():
         raise InputError(f"--save-request {args.save_request}: its folder does not exist")
     case = load_patient(request, CLI_WORDS)
+    for warning in overlap_warnings(case, request.plan_settings(case)):  # before the minutes of planning
+        print(f"radagent: warning: {warning}", file=sys.stderr)
     with staged_folder(args.out, "--out") as staging:
         progress = _Progress(args.quiet)
         try:
@@ -422,8 +425,6 @@ def _command_plan(args: argparse.Namespace) -> int:
             metrics,
             planned.description(),
         )
-    for warning in result.warnings:
-        print(f"radagent: warning: {warning}", file=sys.stderr)
     if args.save_request is not None:
         write_request(request, args.save_request)
     if not args.quiet:

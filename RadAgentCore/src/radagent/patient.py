@@ -187,6 +187,12 @@ class Case:
                     f"target '{target.name}' is prescribed {target.dose_gy:g} Gy, above the prescription "
                     f"{self.prescription_gy:g} Gy; the prescription is the highest dose level"
                 )
+        highest = max(self.target_level_gy(t.name) for t in self.targets)
+        if highest < self.prescription_gy * (1 - 1e-9):
+            raise InputError(
+                f"the highest target dose level is {highest:g} Gy, below the prescription "
+                f"{self.prescription_gy:g} Gy; the prescription is the highest dose level"
+            )
         card = self.protocol.scorecard
         if card is not None:
             missing = [n for n in card.structures() if n not in names]

@@ -27,7 +27,7 @@ from radagent.optimize import (
     uniform_fluence,
 )
 from radagent.optimize.default_objectives import default_objectives
-from radagent.patient import Case
+from radagent.patient import Case, Role
 from radagent.progress import ProgressCallback, report, scaled
 
 __all__ = [
@@ -67,7 +67,7 @@ class PlanSettings:
         if self.tpps is not None and self.objective_set != "tpp":
             raise InputError("TPP values apply to the TPP objective set, not the default one")
         if self.normalization_target is not None and self.fluence == "uniform":
-            raise InputError("uniform fluence is normalized to the primary target's mean dose")
+            raise InputError("a normalization target applies to optimized fluence, not uniform")
         if not self.angles_deg:
             raise InputError("a plan needs at least one beam")
         if len(set(self.angles_deg)) != len(self.angles_deg):
@@ -175,6 +175,8 @@ def normalization_factor(
     """Scale putting the target's D95 (optimized) or mean (uniform) at its dose level, on the CT grid;
     the target is the primary (highest-level) one unless named."""
     chosen = case.structure(target) if target is not None else case.primary_target
+    if chosen.role is not Role.TARGET:
+        raise InputError(f"the plan can be normalized to a target only; '{chosen.name}' is not one")
     target_dose = dose_ct_gy[chosen.mask]
     reference = float(np.mean(target_dose)) if fluence == "uniform" else hottest_minimum_gy(target_dose, 0.95)
     if reference <= 0:

@@ -16,6 +16,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -233,7 +234,6 @@ class PlanRequest:
         if patient.case is not None or patient.archive is not None:
             what = "a built-in case" if patient.case is not None else "a case archive"
             roles = {"targets": self.targets, "oars": self.oars, "body": self.body, "labels": patient.labels}
-            roles["targets"] = roles["targets"] or tuple(self.target_levels_gy)
             given = [name for name, value in roles.items() if value]
             if given:
                 raise InputError(f"{what} knows its structures; do not name a {w[given[0]]}")
@@ -260,22 +260,12 @@ class PlanRequest:
             raise InputError(f"{w['tpps']} applies to optimized fluence, not {w['fluence']} uniform")
         if self.tpps and self.objective_set == "default":
             raise InputError(f"{w['tpps']} applies to the TPP objective set, not the default one")
-        if self.objective_set not in (None, "default", "tpp"):
-            raise InputError(f"objective_set must be 'default' or 'tpp', got {self.objective_set!r}")
-        for name, level in self.target_levels_gy.items():
+        for name in self.target_levels_gy:
             if name not in self.targets:
                 raise InputError(f"a dose level is given for '{name}', which is not a target")
-            if level <= 0:
-                raise InputError(f"dose level of target '{name}' must be a positive dose, got {level:g}")
-            if self.prescription_gy is not None and level > self.prescription_gy:
-                raise InputError(
-                    f"target '{name}' is prescribed {level:g} Gy, above the prescription "
-                    f"{self.prescription_gy:g} Gy; the prescription is the highest dose level"
-                )
-        if self.normalization_target is not None and self.normalization_target not in self.targets:
-            raise InputError(
-                f"the plan can be normalized to a target only; '{self.normalization_target}' is not one"
-            )
+        named = self.normalization_target
+        if named is not None and self.targets and named not in self.targets:  # else checked on the case
+            raise InputError(f"the plan can be normalized to a target only; '{named}' is not one")
 
     def _check_agents(self, w: Mapping[str, str]) -> None:
         by_kind: dict[str, AgentRun] = {}
@@ -368,7 +358,7 @@ class PlanRequest:
             tpps = TPPs.default(tpp_oar_names(case))
             for name, value in self.tpps.items():
                 tpps = tpps.with_value(name, value)
-        tuned = bool(self.tpps) or self.tpp_agent() is not None
+        tuned = bool(self.tpps) or self.tpp_agent() is not None  # the TPP objective, as METHOD §3 says
         return PlanSettings(
             angles_deg=angles,
             engine=DoseEngineSettings(bixel_mm=self.bixel_mm, dose_grid_mm=self.dose_grid_mm),
@@ -380,10 +370,13 @@ class PlanRequest:
         )
 
     def prescription(self) -> float | None:
-        """The prescription: as given, else the highest target dose level (None when neither is given)."""
+        """The prescription: as given, else the highest dose level when every target has one (None
+        otherwise: a target without a level would silently get another target's dose)."""
         if self.prescription_gy is not None:
             return self.prescription_gy
-        return max(self.target_levels_gy.values(), default=None)
+        if self.targets and all(name in self.target_levels_gy for name in self.targets):
+            return max(self.target_levels_gy.values())
+        return None
 
     def protocol(self, case_protocol: Protocol | None = None) -> Protocol:
         """The request's prescription, fractions and score card over a case's own (or over none)."""
@@ -455,20 +448,21 @@ def _integer(name: str, value: Any) -> int:
     return int(number)
 
 
+_TARGET_LEVEL = re.compile(r"^(?P<name>.+?)\s*:\s*(?P<dose>\d+(?:[.,]\d*)?)\s*$")
+
+
 def parse_targets(items: Sequence[str]) -> tuple[tuple[str, ...], dict[str, float]]:
     """``["PTV70:70", "PTV56:56", "GTV"]`` → the target names and their dose levels (Gy): how the command
-    line, batch mode and the Slicer panel write a simultaneous integrated boost."""
+    line, batch mode and the Slicer panel write a simultaneous integrated boost. Only a number after the
+    last ':' is a level (a decimal comma is read as a point), so other names may contain ':'."""
     names, levels = [], {}
     for item in items:
-        name, sep, dose = item.rpartition(":")
-        if not sep:
+        match = _TARGET_LEVEL.match(item)
+        if match is None:
             names.append(item.strip())
             continue
-        try:
-            levels[name.strip()] = float(dose)
-        except ValueError:
-            raise InputError(f"target {item!r}: the dose after ':' must be a number in Gy") from None
-        names.append(name.strip())
+        names.append(match["name"])
+        levels[match["name"]] = float(match["dose"].replace(",", "."))
     return tuple(names), levels
 
 

@@ -133,16 +133,17 @@ def _csv_columns(axis_gy: np.ndarray, fractions: Mapping[str, np.ndarray]) -> di
 
 @dataclass(frozen=True)
 class TargetLevelMetrics:
-    """One target's dose level and how the plan meets it, on its region: the target minus the targets of
-    higher levels (the whole target with one level), as ICRU 83 and Paddick define HI and CI."""
+    """One target's dose level and how the plan meets it on its region: the target minus the targets of
+    higher levels and of the same level listed before it (the whole target with one level), as ICRU 83
+    and Paddick define HI and CI. A region the other targets cover entirely has no D2, HI or CI."""
 
     name: str
     dose_level_gy: float
     region_cc: float
     d95_gy: float  # of the whole target
-    d2_gy: float  # of the region
-    homogeneity_index: float
-    conformity_index: float  # PIV: voxels ≥ the level outside the higher levels' targets
+    d2_gy: float | None  # of the region
+    homogeneity_index: float | None
+    conformity_index: float | None  # PIV: voxels ≥ the level, outside the other targets at or above it
 
     def to_dict(self) -> dict[str, object]:
         """The metrics.json entry of the level."""
@@ -152,14 +153,17 @@ class TargetLevelMetrics:
 def target_levels(
     case: Case, dose_ct_gy: np.ndarray, doses: Mapping[str, StructureDoses]
 ) -> list[TargetLevelMetrics]:
-    """Each target's level metrics, highest level first."""
+    """Each target's level metrics, highest level first (equal levels in input order)."""
     dose = np.asarray(dose_ct_gy)
     voxel_cc = case.grid.voxel_volume_cc
-    higher = np.zeros(case.grid.shape, dtype=bool)
+    ordered = sorted(case.targets, key=lambda t: -case.target_level_gy(t.name))
+    none = np.zeros(case.grid.shape, dtype=bool)
     levels = []
-    for target in sorted(case.targets, key=lambda t: -case.target_level_gy(t.name)):
+    for n, target in enumerate(ordered):
         level = case.target_level_gy(target.name)
-        region = target.mask & ~higher
+        region = target.mask & ~np.logical_or.reduce([none, *(t.mask for t in ordered[:n])])
+        others = [t.mask for t in ordered if t is not target and case.target_level_gy(t.name) >= level]
+        outside_others = case.body.mask & ~np.logical_or.reduce([none, *others])
         region_doses = StructureDoses.from_mask(target.name, dose, region, voxel_cc) if region.any() else None
         levels.append(
             TargetLevelMetrics(
@@ -167,12 +171,13 @@ def target_levels(
                 dose_level_gy=level,
                 region_cc=float(np.count_nonzero(region) * voxel_cc),
                 d95_gy=float(doses[target.name].doses_at_percent_gy((95,))[0]),
-                d2_gy=float(region_doses.doses_at_percent_gy((2,))[0]) if region_doses else float("nan"),
-                homogeneity_index=homogeneity_index(region_doses) if region_doses else float("nan"),
-                conformity_index=paddick_conformity_index(dose, region, case.body.mask & ~higher, level),
+                d2_gy=float(region_doses.doses_at_percent_gy((2,))[0]) if region_doses else None,
+                homogeneity_index=homogeneity_index(region_doses) if region_doses else None,
+                conformity_index=(
+                    paddick_conformity_index(dose, region, outside_others, level) if region_doses else None
+                ),
             )
         )
-        higher |= target.mask
     return levels
 
 
@@ -183,7 +188,7 @@ def dose_spill(case: Case, dose_ct_gy: np.ndarray) -> tuple[float, float]:
     targets = case.target_mask()
     outside = case.body.mask & ~targets
     mean_gy = float(np.mean(dose[outside], dtype=np.float64)) if outside.any() else 0.0
-    half = np.count_nonzero((dose >= 0.5 * case.prescription_gy) & (case.body.mask | targets))
+    half = np.count_nonzero((dose >= 0.5 * case.prescription_gy) & case.body.mask)  # targets lie inside it
     return mean_gy, half / np.count_nonzero(targets)
 
 

@@ -19,7 +19,7 @@ from radagent.patient import Case, Protocol, Structure
 
 __all__ = ["ARCHIVE_FORMAT", "read_case_archive", "write_case_archive"]
 
-ARCHIVE_FORMAT = 1
+ARCHIVE_FORMAT = 2  # 2: structures carry their dose level; 1 is still read
 
 
 def write_case_archive(case: Case, path: str | Path) -> None:
@@ -58,7 +58,7 @@ def read_case_archive(path: str | Path) -> Case:
             ct_hu, matrix, masks = data["ct_hu"], data["ijk_to_ras"], data["masks"]
     except (OSError, ValueError, KeyError) as error:
         raise InputError(f"{path} is not a radagent case archive ({error})") from None
-    if meta.get("format") != ARCHIVE_FORMAT:
+    if meta.get("format") not in (1, ARCHIVE_FORMAT):
         raise InputError(f"{path} is a case archive of format {meta.get('format')}, not {ARCHIVE_FORMAT}")
     card = card_by_name(meta["scorecard"]) if meta["scorecard"] else None
     return Case(
@@ -66,7 +66,8 @@ def read_case_archive(path: str | Path) -> Case:
         ct_hu=ct_hu,
         grid=Grid(ct_hu.shape, matrix),
         structures=tuple(
-            Structure(n, r, m, dose) for (n, r, dose), m in zip(meta["structures"], masks, strict=True)
+            Structure(entry[0], entry[1], mask, *entry[2:])  # format 1: [name, role]
+            for entry, mask in zip(meta["structures"], masks, strict=True)
         ),
         protocol=Protocol(meta["prescription_gy"], meta["fractions"], card),
         patient_position=meta["patient_position"],

@@ -21,7 +21,7 @@ i = column) and RAS = diag(−1, −1, 1) · LPS.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +79,7 @@ def read_matrad(
         oars = [s.name for s in unnamed if s.matrad_type == "OAR" and s.name not in targets]
     if not targets:
         raise InputError(f"{path.name}: no structure of cst type TARGET; name the targets with targets=")
-    return case_with_roles(
+    case = case_with_roles(
         ct_hu,
         grid,
         [(s.name, s.mask) for s in structures],
@@ -91,6 +91,18 @@ def read_matrad(
         patient_position=position,
         description=f"matRad phantom {path.name}",
     )
+    return case if prescription_gy is not None else _with_reference_levels(case, structures)
+
+
+def _with_reference_levels(case: Case, structures: Sequence[MatradStructure]) -> Case:
+    """Targets whose cst objectives ask for different doses get them as their dose levels (a CORT
+    head-and-neck phantom's PTVs); one dose for all leaves the case as it is."""
+    reference = {s.name: s.reference_dose_gy for s in structures if s.reference_dose_gy is not None}
+    levels = {t.name: reference[t.name] for t in case.targets if t.name in reference}
+    if len(set(levels.values())) < 2:
+        return case
+    leveled = (replace(s, dose_gy=levels[s.name]) if s.name in levels else s for s in case.structures)
+    return replace(case, structures=tuple(leveled))
 
 
 def read_matrad_structures(path: str | Path) -> tuple[Grid, list[MatradStructure]]:

@@ -11,7 +11,8 @@ inside a PTV never pulls the PTV's coverage down):
 - an upper dose–volume term: at most ``oar_dvh_volume`` of it above ``oar_dvh_level``·p (matRad's
   max-DVH form), against the high-dose tail next to the target.
 Normal tissue (body minus targets and OARs) in shells by distance from the targets' surface, each held
-under a dose that falls off as p·[end + (start − end)·exp(−distance/length)] at its inner edge: the
+under a dose that falls off as L·[end + (start − end)·exp(−distance/length)] at its inner edge, L the
+level of the nearest target (p with one level): the
 shape of the normal-tissue objectives of commercial optimizers (Eclipse's NTO; RayStation's dose
 fall-off), which keeps the dose where it is prescribed.
 
@@ -73,11 +74,11 @@ class ObjectiveSet:
         return [{"type": type(o).__name__, **vars(o)} for o in self.objectives]
 
 
-def falloff_gy(distance_mm: float, prescription_gy: float, weights: DefaultObjectiveWeights) -> float:
-    """The normal-tissue dose limit at ``distance_mm`` from the targets' surface."""
+def falloff_gy(distance_mm: float, level_gy: float, weights: DefaultObjectiveWeights) -> float:
+    """The normal-tissue dose limit at ``distance_mm`` from the surface of a target of dose ``level_gy``."""
     w = weights
     fraction = w.falloff_end + (w.falloff_start - w.falloff_end) * np.exp(-distance_mm / w.falloff_length_mm)
-    return float(prescription_gy * fraction)
+    return float(level_gy * fraction)
 
 
 def default_objectives(
@@ -96,18 +97,20 @@ def default_objectives(
         helpers.append(Structure(HELPER_PREFIX + name, Role.OAR, mask))
         return helpers[-1].name
 
-    higher = np.zeros_like(targets)
+    covered = np.zeros_like(targets)  # the targets of higher (or equal, earlier) levels
+    level_map = np.zeros(case.grid.shape)  # each target voxel's level: the highest covering it
     for target in sorted(case.targets, key=lambda t: -case.target_level_gy(t.name)):
         level = case.target_level_gy(target.name)
         terms.append(SquaredUnderdose(target.name, level, w.coverage / p**2))
         region = (
             target.name
-            if not higher.any()
-            else helper(f"{target.name} - higher levels", target.mask & ~higher)
+            if not covered.any()
+            else helper(f"{target.name} - other targets", target.mask & ~covered)
         )
         if region is not None:
             terms.append(SquaredOverdose(region, w.hot_spot_level * level, w.hot_spot / p**2))
-        higher |= target.mask
+        level_map[target.mask & ~covered] = level
+        covered |= target.mask
     organs = np.zeros_like(targets)
     for oar in case.oars:
         organs |= oar.mask
@@ -117,14 +120,22 @@ def default_objectives(
         terms.append(MeanDose(outside, 0.0, w.oar_mean / p**2))
         terms.append(MaxDvh(outside, w.oar_dvh_level * p, w.oar_dvh_volume, w.oar_dvh / p**2))
     normal = case.body.mask & ~targets & ~organs
+    distance, nearest = ndimage.distance_transform_edt(
+        ~targets, sampling=case.grid.spacing_mm[::-1], return_indices=True
+    )
     # rounded to µm, so that voxels lying exactly on a shell edge (5 voxels of 3 mm from a 15 mm edge) fall
     # on the same side whichever reader made the grid (readers differ in the last bit of the spacing)
-    distance = np.round(ndimage.distance_transform_edt(~targets, sampling=case.grid.spacing_mm[::-1]), 3)
+    distance = np.round(distance, 3)
+    nearest_level = level_map[tuple(nearest)]  # the fall-off starts at the dose of the nearest target
     edges = (*w.shell_edges_mm, np.inf)
-    for inner, outer in pairwise(edges):
-        shell = helper(
-            f"normal tissue {inner:g}-{outer:g} mm", normal & (distance > inner) & (distance <= outer)
-        )
-        if shell is not None:
-            terms.append(SquaredOverdose(shell, falloff_gy(inner, p, w), w.normal_tissue / p**2))
+    for level in sorted(set(nearest_level[normal].tolist()), reverse=True):
+        near = normal & (nearest_level == level)
+        suffix = "" if len(case.targets) == 1 else f" near {level:g} Gy"
+        for inner, outer in pairwise(edges):
+            shell = helper(
+                f"normal tissue {inner:g}-{outer:g} mm{suffix}",
+                near & (distance > inner) & (distance <= outer),
+            )
+            if shell is not None:
+                terms.append(SquaredOverdose(shell, falloff_gy(inner, level, w), w.normal_tissue / p**2))
     return ObjectiveSet(tuple(terms), tuple(helpers))

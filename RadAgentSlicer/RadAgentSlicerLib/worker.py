@@ -10,7 +10,6 @@ that has the core.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from radagent.errors import InputError
+from radagent.io.atomic import atomic_path
 
 __all__ = ["CASE_FILE", "OUTPUT_FILE", "REQUEST_FILE", "PlanOutput", "compute", "main", "read_output"]
 
@@ -44,23 +44,14 @@ def compute(request: Any, case: Any = None, progress: Any = None) -> PlanOutput:
     return PlanOutput(planned.plan.dose_ct_gy.astype(np.float32), planned.metrics(), planned.description())
 
 
-def _replace_atomic(path: Path, write: Any) -> None:
-    temporary = path.with_name(f".{path.name}.partial")
-    write(temporary)
-    os.replace(temporary, path)
-
-
 def write_output(output: PlanOutput, folder: str | Path) -> None:
     """Save the output: dose first, the JSON last, so a present ``output.json`` means a complete output."""
     folder = Path(folder)
-
-    def write_dose(path: Path) -> None:
-        with path.open("wb") as handle:
-            np.savez_compressed(handle, dose_ct_gy=output.dose_ct_gy)
-
-    _replace_atomic(folder / OUTPUT_DOSE_FILE, write_dose)
+    with atomic_path(folder / OUTPUT_DOSE_FILE) as temporary, temporary.open("wb") as handle:
+        np.savez_compressed(handle, dose_ct_gy=output.dose_ct_gy)
     text = json.dumps({"metrics": output.metrics, "description": output.description}, allow_nan=False)
-    _replace_atomic(folder / OUTPUT_FILE, lambda p: p.write_text(text))
+    with atomic_path(folder / OUTPUT_FILE) as temporary:
+        temporary.write_text(text)
 
 
 def read_output(folder: str | Path) -> PlanOutput:

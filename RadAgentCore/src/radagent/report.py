@@ -7,7 +7,6 @@ the patient's right on the image's left and anterior up, coronal and sagittal wi
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import numpy as np
 from radagent import RESEARCH_USE_ONLY
 from radagent.evaluate.metrics import plan_summary
 from radagent.geometry import Grid
+from radagent.io.atomic import atomic_path
 from radagent.patient import Case, Role
 
 __all__ = ["summary_lines", "write_report"]
@@ -175,14 +175,9 @@ def write_report(
         figure.colorbar(image, ax=axes, shrink=0.7, label="dose (Gy)")
 
     path = Path(path)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(handle)
     try:
-        figure.savefig(temporary, dpi=90)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+        with atomic_path(path) as temporary:
+            figure.savefig(temporary, dpi=90, format="png")
     finally:
         plt.close(figure)
     return path

@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from radagent.errors import InputError
 from radagent.evaluate.scorecard import ScoreCard, card_by_name
 from radagent.geometry import Grid
 from radagent.io.archive import read_case_archive
+from radagent.io.atomic import atomic_path
 from radagent.io.inputs import card_spellings, case_from_files, case_with_roles
 from radagent.io.matrad import read_matrad
 from radagent.optimize import TPPs, tpp_oar_names
@@ -584,10 +584,9 @@ def run_plan(
 
 def write_request(request: PlanRequest, path: str | Path) -> None:
     """Write the request as indented JSON through a temporary sibling file."""
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.partial")
-    temporary.write_text(json.dumps(request.to_dict(), indent=2, allow_nan=False) + "\n")
-    os.replace(temporary, path)
+    text = json.dumps(request.to_dict(), indent=2, allow_nan=False) + "\n"
+    with atomic_path(path) as temporary:
+        temporary.write_text(text)
 
 
 def read_request(path: str | Path, words: Mapping[str, str] | None = None) -> PlanRequest:

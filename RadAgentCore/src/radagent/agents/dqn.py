@@ -15,10 +15,8 @@ torch; the rest of the package does not.
 from __future__ import annotations
 
 import json
-import os
 import random
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -30,6 +28,7 @@ from torch import nn
 from radagent.agents.learned import CHECKPOINT_FORMAT, read_checkpoint_record
 from radagent.envs import GantryEnv, TPPEnv
 from radagent.errors import InputError
+from radagent.io.atomic import atomic_path
 from radagent.progress import ProgressCallback, report
 
 __all__ = [
@@ -423,13 +422,6 @@ class Checkpoint:
         check_spec(self.spec, env, str(self.path))
 
 
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through a temporary sibling and rename, so a crash never leaves half a file."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    write(temporary)
-    os.replace(temporary, path)
-
-
 def save_checkpoint(
     folder: str | Path, network: nn.Module, architecture: dict[str, Any], record: dict[str, Any]
 ) -> None:
@@ -437,9 +429,11 @@ def save_checkpoint(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in network.state_dict().items()}
-    _write_atomic(folder / "model.pt", lambda p: torch.save(state, p))
+    with atomic_path(folder / "model.pt") as temporary:
+        torch.save(state, temporary)
     full = {"format": CHECKPOINT_FORMAT, "architecture": architecture, **record}
-    _write_atomic(folder / "checkpoint.json", lambda p: p.write_text(json.dumps(full, indent=2) + "\n"))
+    with atomic_path(folder / "checkpoint.json") as temporary:
+        temporary.write_text(json.dumps(full, indent=2) + "\n")
 
 
 def load_checkpoint(folder: str | Path) -> Checkpoint:
@@ -546,7 +540,8 @@ def train_dqn(
             "numpy_rng": rng.bit_generator.state,
             "env_rng": env.np_random.bit_generator.state,
         }
-        _write_atomic(state_path, lambda p: torch.save(state, p))
+        with atomic_path(state_path) as temporary:
+            torch.save(state, temporary)
 
     try:
         while config.progress(trainer.step, trainer.episode) < 1.0:

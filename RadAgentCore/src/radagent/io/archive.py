@@ -7,7 +7,6 @@ names it as its patient (``{"archive": "case.npz"}``), so any front end can plan
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,7 @@ import numpy as np
 from radagent.errors import InputError
 from radagent.evaluate.scorecard import card_by_name
 from radagent.geometry import Grid
+from radagent.io.atomic import atomic_path
 from radagent.patient import Case, Protocol, Structure
 
 __all__ = ["ARCHIVE_FORMAT", "read_case_archive", "write_case_archive"]
@@ -35,8 +35,7 @@ def write_case_archive(case: Case, path: str | Path) -> None:
         "patient_position": case.patient_position,
         "description": case.description,
     }
-    temporary = path.with_name(f".{path.name}.partial")
-    with temporary.open("wb") as handle:
+    with atomic_path(path) as temporary, temporary.open("wb") as handle:
         np.savez_compressed(
             handle,
             ct_hu=case.ct_hu,
@@ -44,7 +43,6 @@ def write_case_archive(case: Case, path: str | Path) -> None:
             masks=np.stack([s.mask for s in case.structures]),
             meta=np.array(json.dumps(meta)),
         )
-    os.replace(temporary, path)
 
 
 def read_case_archive(path: str | Path) -> Case:

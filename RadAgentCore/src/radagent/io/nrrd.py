@@ -11,9 +11,6 @@ sees half a file).
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,6 +20,7 @@ import numpy as np
 
 from radagent.errors import InputError
 from radagent.geometry import Grid, lps_to_ras_matrix
+from radagent.io.atomic import atomic_path
 
 __all__ = ["geometry_from_header", "read_nrrd", "read_volume", "write_nrrd", "write_volume"]
 
@@ -80,14 +78,8 @@ def write_nrrd(path: str | Path, array: np.ndarray, header: Mapping[str, Any]) -
     if not path.parent.is_dir():
         raise InputError(f"cannot write {path}: the folder {path.parent} does not exist")
     fields = {"encoding": "gzip", **header}
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".nrrd", dir=path.parent)
-    os.close(handle)
-    try:
-        nrrd.write(temporary, np.ascontiguousarray(array), dict(fields), index_order="C")
-        os.replace(temporary, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(temporary)
+    with atomic_path(path) as temporary:  # an attached header: the name does not end in .nhdr
+        nrrd.write(str(temporary), np.ascontiguousarray(array), dict(fields), index_order="C")
 
 
 def geometry_from_header(

@@ -22,7 +22,7 @@ from RadAgentSlicerLib.logic import PlanningLogic
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
-from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -91,6 +91,13 @@ class RadAgentSlicerParameterNode:
     angles: str = ""
     doseGridMm: Annotated[float, WithinRange(1.0, 20.0)] = 3.0
     bixelMm: Annotated[float, WithinRange(1.0, 20.0)] = 5.0
+    # An LLM agent's endpoint (empty: RADAGENT_LLM_URL / _MODEL). The API key and the remote opt-in are
+    # deliberately not here: a saved scene must never carry a secret or opt its next user in.
+    llmUrl: str = ""
+    llmModel: str = ""
+    llmApi: Annotated[str, Choice(["openai", "ollama"])] = "openai"
+    llmIterations: Annotated[int, WithinRange(1, 100)] = 10
+    llmImages: bool = True
     doseVolume: vtkMRMLScalarVolumeNode
 
 
@@ -147,6 +154,12 @@ class RadAgentSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.scorecardComboBox.connect("currentTextChanged(QString)", self.onChoiceChanged)
         self.ui.agentComboBox.connect("currentTextChanged(QString)", self.onChoiceChanged)
         self.ui.tppAgentComboBox.connect("currentTextChanged(QString)", self.onChoiceChanged)
+        self.ui.llmAllowRemoteCheckBox.connect("toggled(bool)", self._checkCanApply)
+        self.ui.llmCheckButton.connect("clicked(bool)", self.onCheckLLM)
+        self.ui.llmUrlLineEdit.placeholderText = os.environ.get(
+            "RADAGENT_LLM_URL", "http://127.0.0.1:8080/v1"
+        )
+        self.ui.llmModelLineEdit.placeholderText = os.environ.get("RADAGENT_LLM_MODEL", "")
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
         self.ui.showDoseButton.connect("clicked(bool)", self.onShowDose)
@@ -300,6 +313,18 @@ class RadAgentSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNode.scorecard = chosen(self.ui.scorecardComboBox)
             self._parameterNode.agent = chosen(self.ui.agentComboBox)
             self._parameterNode.tppAgent = chosen(self.ui.tppAgentComboBox)
+        if self._needsLLM():
+            self.ui.llmCollapsibleButton.collapsed = False
+
+    def _needsLLM(self):
+        """True when a chosen agent asks a chat model (its registry entry says so)."""
+        node = self._parameterNode
+        if node is None or dependencies.missing_modules():
+            return False
+        try:
+            return any(self.logic.agentNeedsLLM(name) for name in (node.agent, node.tppAgent) if name)
+        except Exception:  # an agent this core does not know (a scene from another version): no LLM
+            return False
 
     def _request(self):
         """The core request for the panel's planning choices (validated: a bad choice raises)."""
@@ -309,7 +334,21 @@ class RadAgentSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         from radagent.beams import parse_angles
 
         def options(agent, text):
-            return parse_option_values(get_agent(agent), text) if agent else {}
+            """The agent's options: the LLM panel's settings for an LLM agent, then the typed options
+            (which win where both give a value)."""
+            if not agent:
+                return {}
+            llm = {}
+            if self.logic.agentNeedsLLM(agent):
+                llm = self.logic.llmOptions(
+                    node.llmUrl,
+                    node.llmModel,
+                    node.llmApi,
+                    node.llmIterations,
+                    node.llmImages,
+                    allowRemote=self.ui.llmAllowRemoteCheckBox.checked,
+                )
+            return {**llm, **parse_option_values(get_agent(agent), text)}
 
         angles = parse_angles(node.angles) if node.angles.strip() else None
         return self.logic.request(
@@ -342,6 +381,7 @@ class RadAgentSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 problems += self._request().problems(modules=False)
             except Exception as error:  # an InputError from the options or angles: show it, don't raise
                 problems.append(str(error))
+        self.ui.llmCollapsibleButton.enabled = self._needsLLM() and self._job is None
         self.ui.problemsLabel.text = "\n".join(problems)
         self.ui.applyButton.enabled = not problems and self._job is None
         self.ui.applyButton.toolTip = problems[0] if problems else _("Plan with the chosen agents")
@@ -406,10 +446,27 @@ class RadAgentSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self._request(),
                 workFolder=slicer.app.temporaryPath,
                 python=shutil.which("PythonSlicer"),
+                llmApiKey=self.ui.llmApiKeyLineEdit.text or None,  # to the worker's environment only
             )
             self._setRunning(True)
             self.ui.statusLabel.text = _("Planning started.")
             self._timer.start()
+
+    def onCheckLLM(self):
+        """Ask the endpoint what it can do (models, structured replies, images) and show the report."""
+        if not self._ensureDependencies():
+            return
+        node = self._parameterNode
+        self.ui.llmStatusLabel.text = ""
+        with slicer.util.tryWithErrorDisplay(_("The LLM endpoint check failed."), waitCursor=True):
+            lines = self.logic.checkLLMEndpoint(
+                node.llmUrl.strip(),
+                node.llmModel.strip(),
+                node.llmApi,
+                allowRemote=self.ui.llmAllowRemoteCheckBox.checked,
+                apiKey=self.ui.llmApiKeyLineEdit.text or None,
+            )
+            self.ui.llmStatusLabel.text = "\n".join(lines)
 
     def onPoll(self):
         """Main thread: show the worker's progress; import its results when it has finished."""
@@ -457,6 +514,7 @@ class RadAgentSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.cancelButton.enabled = running
         self.ui.inputsCollapsibleButton.enabled = not running
         self.ui.planningCollapsibleButton.enabled = not running
+        self.ui.llmCollapsibleButton.enabled = not running and self._needsLLM()
         if not running:
             self.ui.progressBar.value = 0
         self._checkCanApply()

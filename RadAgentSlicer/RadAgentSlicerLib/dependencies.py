@@ -14,7 +14,7 @@ from pathlib import Path
 __all__ = ["core_requirement", "missing_modules"]
 
 # What the planning needs importable; the first failing one is what pip must bring.
-REQUIRED_MODULES = ("radagent", "numba", "scipy", "gymnasium", "nrrd", "matplotlib")
+REQUIRED_MODULES = ("radagent", "numba", "scipy", "gymnasium", "nrrd", "matplotlib", "jsonschema")
 
 
 def core_requirement() -> str:

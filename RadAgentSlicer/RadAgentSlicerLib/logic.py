@@ -114,6 +114,45 @@ class PlanningLogic:
         ).validated(SLICER_WORDS)
 
     @staticmethod
+    def agentNeedsLLM(agent: str | None) -> bool:
+        """True when ``agent`` (a registry name, or None) asks a chat model: the panel then shows the LLM
+        settings, which the request carries as the agent's ``llm_*`` options (the API key excepted)."""
+        from radagent.agents import get_agent
+
+        return bool(agent) and get_agent(agent).needs.llm_endpoint
+
+    @staticmethod
+    def llmOptions(
+        url: str = "",
+        model: str = "",
+        api: str = "openai",
+        iterations: int | None = None,
+        images: bool | None = None,
+        allowRemote: bool = False,
+    ) -> dict[str, Any]:
+        """An LLM agent's options for the panel's LLM settings (empty URL or model: RADAGENT_LLM_URL /
+        _MODEL). The API key is not an option: it goes to :meth:`startPlan`, which keeps it off disk."""
+        options = {
+            "llm_url": url.strip() or None,
+            "llm_model": model.strip() or None,
+            "llm_api": api,
+            "iterations": iterations,
+            "images": images,
+            "llm_allow_remote": bool(allowRemote),
+        }
+        return {name: value for name, value in options.items() if value is not None}
+
+    @staticmethod
+    def checkLLMEndpoint(
+        url: str, model: str, api: str = "openai", allowRemote: bool = False, apiKey: str | None = None
+    ) -> list[str]:
+        """What the endpoint can do (models, structured replies, images), as report lines: the CLI's
+        ``radagent llm check``. Raises InputError when it cannot answer a chat request."""
+        from radagent.llm.local import check_endpoint
+
+        return check_endpoint(url or None, model or None, api, allowRemote, api_key=apiKey or None)
+
+    @staticmethod
     def agentChoices(kind: str) -> list[tuple[str, str]]:
         """(name, one-line description) of every registered agent of ``kind`` (``angles`` or ``tpp``):
         what the panel offers, straight from the core's registry."""
@@ -205,14 +244,17 @@ class PlanningLogic:
         *,
         workFolder: str | Path | None = None,
         python: str | None = None,
+        llmApiKey: str | None = None,
     ) -> PlanningJob:
         """Export the case on this (the main) thread, check it, and plan ``request`` in a worker process
-        (``python``: default this interpreter; in Slicer, PythonSlicer). Returns the running job; nothing
-        is added to the scene until :meth:`PlanningJob.importResults`."""
+        (``python``: default this interpreter; in Slicer, PythonSlicer). ``llmApiKey`` reaches the worker
+        in its environment only, never the job folder. Returns the running job; nothing is added to the
+        scene until :meth:`PlanningJob.importResults`."""
         from dataclasses import replace
 
         from radagent.errors import InputError
         from radagent.io.archive import write_case_archive
+        from radagent.llm.client import API_KEY_VARIABLE
         from radagent.request import PatientInput, write_request
         from RadAgentSlicerLib.process import BackgroundPlanning
         from RadAgentSlicerLib.worker import CASE_FILE, REQUEST_FILE
@@ -227,7 +269,8 @@ class PlanningLogic:
             roles_in_archive = {"targets": (), "oars": (), "body": None, "target_levels_gy": {}}
             archived = replace(request, patient=PatientInput(archive=CASE_FILE), **roles_in_archive)
             write_request(archived, folder / REQUEST_FILE)
-            process = BackgroundPlanning(folder, python=python)
+            secrets = {API_KEY_VARIABLE: llmApiKey} if llmApiKey else None
+            process = BackgroundPlanning(folder, python=python, env=secrets)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise

@@ -92,6 +92,29 @@ def test_refinement_moves_one_beam_and_rewards_the_change_of_r():
     assert truncated
 
 
+def test_refinement_can_set_a_whole_angle_set_and_rewards_the_change_of_r():
+    environment = GantryEnv(case="prostate", config=small(mode="refinement", refinement_action="set"))
+    check_env(
+        GantryEnv(case="prostate", config=small(mode="refinement", refinement_action="set")),
+        skip_render_check=True,
+    )
+    _, info = environment.reset(seed=0)
+    assert environment.action_space.n == 12 and environment.action_masks().all()
+    action = np.zeros(12, dtype=np.int8)
+    action[[1, 5, 9]] = 1
+    _, reward, _, _, moved = environment.step(action)
+    assert moved["angles_deg"] == [30.0, 150.0, 270.0] and not moved["invalid_action"]
+    assert reward == pytest.approx(moved["plan_reward"] - info["plan_reward"])
+    assert environment.plan_dose_ct_gy.shape == environment.patient.case.grid.shape
+    two = np.zeros(12, dtype=np.int8)
+    two[[1, 5]] = 1
+    _, reward, _, _, same = environment.step(two)  # not K beams: a penalized no-op
+    assert same["invalid_action"] and reward == environment.config.invalid_action_penalty
+    assert same["angles_deg"] == [30.0, 150.0, 270.0]
+    with pytest.raises(InputError, match="outside"):
+        environment.step(np.full(12, 2))
+
+
 def test_same_seed_gives_the_same_episode():
     def episode(seed: int) -> tuple[int, list[float], np.ndarray]:
         environment = GantryEnv(case="prostate", variants=[0, 1], config=small(beams=2))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -236,3 +239,45 @@ def test_a_target_outside_the_body_is_refused_before_any_node(scene, prostate):
     with pytest.raises(InputError, match="target 'PTV' lies entirely outside the body 'Body'"):
         PlanningLogic(scene).plan(ct, segmentation, ["PTV"], [], 70.0, beams=3)
     assert scene.GetNumberOfNodes() == before
+
+
+def test_an_llm_agent_plans_in_the_worker_with_its_key_only_in_the_environment(
+    scene, prostate, tmp_path, monkeypatch
+):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core"))
+    from llm_server import scripted_server
+
+    from radagent.llm.client import API_KEY_VARIABLE
+
+    monkeypatch.delenv(API_KEY_VARIABLE, raising=False)
+    ct, segmentation = prostate_nodes(scene, prostate)
+    logic = PlanningLogic(scene)
+    assert logic.agentNeedsLLM("llm-gantry")
+    assert not logic.agentNeedsLLM("equispaced") and not logic.agentNeedsLLM(None)
+    coarse = {"doseGridMm": 8.0, "bixelMm": 10.0, "agentGridMm": 10.0, "candidate_step_deg": 30.0}
+    remote = logic.llmOptions("http://10.255.255.1:9/v1", "m")
+    request = logic.request(["PTV"], OARS, prostate.prescription_gy, 39, "llm-gantry", 5, **coarse, **remote)
+    assert any("is not a loopback address" in p for p in request.problems())
+    opted_in = logic.llmOptions("http://10.255.255.1:9/v1", "m", allowRemote=True)
+    rx = prostate.prescription_gy
+    request = logic.request(["PTV"], OARS, rx, 39, "llm-gantry", 5, **coarse, **opted_in)
+    assert request.problems() == []  # checked, never contacted
+    reply = {"text": json.dumps({"gantry_angles": [0, 60, 150, 210, 300], "rationale": "spare the rectum"})}
+    with scripted_server([reply]) as server:
+        options = logic.llmOptions(f"{server.url}/v1", "scripted", iterations=1, images=False)
+        request = logic.request(
+            ["PTV"], OARS, prostate.prescription_gy, 39, "llm-gantry", 5, **coarse, **options
+        )
+        job = logic.startPlan(ct, segmentation, request, workFolder=tmp_path, llmApiKey="sk-secret-123")
+        events = _follow(job)
+    assert job.succeeded, [e.message for e in events]
+    files = [p for p in job.folder.rglob("*") if p.is_file()]  # request, case archive and the output
+    assert {p.name for p in files} >= {"request.json", "output.json", "output.npz"}
+    written = b"".join(p.read_bytes() for p in files)
+    assert b"sk-secret-123" not in written  # the key travelled in the worker's environment only
+    assert server.headers and all(h["Authorization"] == "Bearer sk-secret-123" for h in server.headers)
+    assert any("spare the rectum" in e.message for e in events if e.kind == "progress")
+    result = job.importResults()
+    (agent,) = result.description["agents"]
+    assert agent["agent"] == "llm-gantry" and agent["llm"]["calls"] == 1
+    assert "sk-secret" not in json.dumps(result.description)

@@ -139,6 +139,81 @@ def _add_experiment_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+# The --llm-* flags: an LLM agent's option each takes, and how the value is read.
+_LLM_FLAGS: dict[str, tuple[str, Any, str]] = {
+    "llm_url": (
+        "llm_url",
+        str,
+        "the endpoint: an OpenAI-compatible base URL (…/v1) or Ollama's (RADAGENT_LLM_URL)",
+    ),
+    "llm_model": ("llm_model", str, "the model name (RADAGENT_LLM_MODEL)"),
+    "llm_api": ("llm_api", str, "openai (chat completions; also Ollama's /v1) or ollama (/api/chat)"),
+    "llm_iterations": ("iterations", int, "iterations of the agent (default 10)"),
+    "llm_images": ("images", str, "on: send renderings (vision models); off: beam paths as text"),
+    "llm_allow_remote": (
+        "llm_allow_remote",
+        bool,
+        "allow an endpoint that is not a loopback address (data leaves this machine)",
+    ),
+    "llm_log": ("llm_log", Path, "audit log of every request and reply (JSON lines; images as hashes)"),
+    "llm_dry_run": (
+        "llm_dry_run",
+        Path,
+        "write the first prompt (text and PNGs) to this folder, send nothing",
+    ),
+    "llm_replay": (
+        "llm_replay",
+        Path,
+        "answer from this audit log instead of the endpoint (reproduces a run)",
+    ),
+    "llm_max_calls": ("llm_max_calls", int, "stop after this many calls (paid endpoints)"),
+    "llm_max_tokens": ("llm_max_total_tokens", int, "stop after this many tokens, prompt and reply"),
+    "llm_context": ("llm_context_tokens", int, "the model's context window in tokens (default 8192)"),
+}
+
+
+def _add_llm_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("LLM agents (the API key only from RADAGENT_LLM_API_KEY)")
+    for dest, (_, kind, text) in _LLM_FLAGS.items():
+        flag = "--" + dest.replace("_", "-")
+        if kind is bool:
+            group.add_argument(flag, action="store_true", default=None, help=text)
+        elif dest == "llm_api":
+            group.add_argument(flag, choices=("openai", "ollama"), help=text)
+        elif dest == "llm_images":
+            group.add_argument(flag, choices=("on", "off"), help=text)
+        else:
+            group.add_argument(flag, type=_positive_int if kind is int else kind, help=text)
+
+
+def _llm_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The LLM agents' option values the command line sets (paths absolute, images as a bool)."""
+    values = {}
+    for dest, (option, kind, _) in _LLM_FLAGS.items():
+        value = getattr(args, dest, None)
+        if value is None:
+            continue
+        if kind is Path:
+            value = str(Path(value).absolute())
+        elif dest == "llm_images":
+            value = value == "on"
+        values[option] = value
+    return values
+
+
+def _with_llm_options(names: Sequence[str], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The agents as request entries, each agent that needs an LLM endpoint with the --llm-* values; those
+    flags without such an agent are an error."""
+    from radagent.agents import get_agent
+
+    values = _llm_options(args)
+    needy = [name for name in names if get_agent(name).needs.llm_endpoint]
+    if values and not needy:
+        flag = "--" + next(d for d in _LLM_FLAGS if getattr(args, d, None) is not None).replace("_", "-")
+        raise InputError(f"{flag} applies to an LLM agent, and none is chosen")
+    return [{"name": name, "options": values if name in needy else {}} for name in names]
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="radagent", description="Photon IMRT planning for AI agents.")
     parser.add_argument("--version", action="version", version=f"radagent {__version__}")
@@ -198,6 +273,7 @@ def _build_parser() -> argparse.ArgumentParser:
         type=_positive_float,
         help=f"beamlet width and dose grid spacing the agents plan on (default {AGENT_GRID_MM:g})",
     )
+    _add_llm_options(plan)
     plan.add_argument(
         "--request",
         type=Path,
@@ -240,8 +316,26 @@ def _build_parser() -> argparse.ArgumentParser:
         help="comma-separated agents; a DQN agent may name a checkpoint folder, e.g. dqn-gantry:runs/g1",
     )
     _add_experiment_options(compare)
+    _add_llm_options(compare)
     compare.add_argument("--out", type=Path, required=True, help="output folder for the tables and plot")
     compare.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    llm = commands.add_parser("llm", help="check an LLM endpoint, or serve the bundled local model")
+    llm_commands = llm.add_subparsers(dest="llm_command", required=True, parser_class=_Parser)
+    check = llm_commands.add_parser("check", help="reach an endpoint and report what works")
+    check.add_argument("--llm-url", help="the endpoint (RADAGENT_LLM_URL)")
+    check.add_argument("--llm-model", help="the model (RADAGENT_LLM_MODEL)")
+    check.add_argument("--llm-api", choices=("openai", "ollama"), default="openai")
+    check.add_argument(
+        "--llm-allow-remote", action="store_true", help="allow an endpoint that is not a loopback address"
+    )
+    serve = llm_commands.add_parser(
+        "serve",
+        help="serve SmolLM2-135M (text-only, weak) with llama-cpp-python: pip install 'radagent[llm-local]'",
+    )
+    serve.add_argument("--port", type=_positive_int, default=8080, help="port on 127.0.0.1 (8080)")
+    serve.add_argument("--context", type=_positive_int, default=8192, help="context window in tokens (8192)")
+    serve.add_argument("--model-path", type=Path, help="another GGUF model (default: SmolLM2-135M-Instruct)")
 
     evaluate = commands.add_parser("evaluate", help="evaluate a dose volume against the structures")
     _add_case_inputs(evaluate)
@@ -310,6 +404,7 @@ CLI_WORDS = {
     "fluence": "--fluence",
 }
 _PLAN_OPTIONS = (
+    *_LLM_FLAGS,
     "angles",
     "beams",
     "bixel_mm",
@@ -377,7 +472,7 @@ def _request(args: argparse.Namespace) -> PlanRequest:
         scorecard=args.scorecard,
         angles_deg=angles,
         beams=given("beams"),
-        agents=tuple(given("agent") or ()),
+        agents=tuple(_with_llm_options(given("agent") or (), args)),
         tpps=dict(given("tpp") or ()),
         **{name: value for name, value in values.items() if value is not None},
     )
@@ -407,6 +502,9 @@ def _command_plan(args: argparse.Namespace) -> int:
     if args.save_request is not None and not args.save_request.absolute().parent.is_dir():
         raise InputError(f"--save-request {args.save_request}: its folder does not exist")
     case = load_patient(request, CLI_WORDS)
+    problems = request.problems(case)
+    if problems:  # before any warning: a refused request gets one line
+        raise InputError("; ".join(problems))
     for warning in overlap_warnings(case, request.plan_settings(case)):  # before the minutes of planning
         print(f"radagent: warning: {warning}", file=sys.stderr)
     with staged_folder(args.out, "--out") as staging:
@@ -550,7 +648,7 @@ def _command_compare(args: argparse.Namespace) -> int:
     from radagent.io.results import staged_folder
 
     variants = parse_variants(args.variants)
-    agents = parse_agents(args.agents, args.env)
+    agents = parse_agents(args.agents, args.env, _llm_options(args))
     load_case(args.case, variants[0])  # an unknown case fails before any agent runs
     with staged_folder(args.out, "--out") as staging:
         progress = _Progress(args.quiet)
@@ -591,12 +689,23 @@ def _command_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command_llm(args: argparse.Namespace) -> int:
+    from radagent.llm.local import check_endpoint, serve_local_model
+
+    if args.llm_command == "serve":
+        return serve_local_model(args.port, args.context, args.model_path)
+    for line in check_endpoint(args.llm_url, args.llm_model, args.llm_api, args.llm_allow_remote):
+        print(line)
+    return 0
+
+
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "cases": _command_cases,
     "plan": _command_plan,
     "train": _command_train,
     "compare": _command_compare,
     "evaluate": _command_evaluate,
+    "llm": _command_llm,
 }
 
 

@@ -11,8 +11,8 @@ import csv
 import json
 import math
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -85,10 +85,12 @@ def make_env(
 
 @dataclass(frozen=True)
 class AgentChoice:
-    """An agent to compare: a registry name and, for a DQN agent, an optional checkpoint folder."""
+    """An agent to compare: a registry name, for a DQN agent an optional checkpoint folder, and option
+    values (an LLM agent's endpoint)."""
 
     name: str
     checkpoint: str | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -96,8 +98,9 @@ class AgentChoice:
         return self.name if self.checkpoint is None else f"{self.name}:{Path(self.checkpoint).name}"
 
 
-def parse_agents(text: str, env: EnvName) -> list[AgentChoice]:
-    """``"random,equispaced,dqn-gantry:runs/g1"`` → agent choices, each checked to act on ``env``."""
+def parse_agents(text: str, env: EnvName, llm_options: Mapping[str, Any] | None = None) -> list[AgentChoice]:
+    """``"random,equispaced,dqn-gantry:runs/g1"`` → agent choices, each checked to act on ``env``; the agents
+    that need an LLM endpoint get ``llm_options``."""
     choices = []
     for item in (part.strip() for part in text.split(",")):
         if not item:
@@ -110,7 +113,8 @@ def parse_agents(text: str, env: EnvName) -> list[AgentChoice]:
             raise InputError(f"agent {name!r} takes no checkpoint")
         if checkpoint and not Path(checkpoint).is_dir():
             raise InputError(f"checkpoint folder {checkpoint} does not exist")
-        choices.append(AgentChoice(name, checkpoint or None))
+        options = dict(llm_options or {}) if spec.needs.llm_endpoint else {}
+        choices.append(AgentChoice(name, checkpoint or None, options))
     if len({c.label for c in choices}) != len(choices):
         raise InputError(f"an agent is listed twice in {text!r}")
     return choices
@@ -140,10 +144,26 @@ def run_comparison(
                 options = replace(options, start=start)
             if choice.checkpoint is not None:
                 options = replace(options, checkpoint=choice.checkpoint)
+            if choice.options:
+                options = replace(options, **_per_run(choice.options, choice.label, variant))
             sub = scaled(progress, done / total, (done + 1) / total)
             results.append((choice, variant, spec.run(load_case(case, variant), options, sub)))
     report(progress, 1.0, "comparison done")
     return results
+
+
+def _per_run(options: Mapping[str, Any], label: str, variant: int) -> dict[str, Any]:
+    """An LLM agent's options for one run: its audit log in a file of its own (``log.<agent>.v<N>.jsonl``)
+    so that each run can be replayed, and a replay or dry run reading or writing that run's own files."""
+    values = dict(options)
+    tag = f"{label.replace(':', '_')}.v{variant}"
+    for key in ("llm_log", "llm_replay"):
+        if values.get(key):
+            path = Path(values[key])
+            values[key] = str(path.with_name(f"{path.stem}.{tag}{path.suffix}"))
+    if values.get("llm_dry_run"):
+        values["llm_dry_run"] = str(Path(values["llm_dry_run"]) / tag)
+    return values
 
 
 def comparison_rows(results: Sequence[tuple[AgentChoice, int, AgentResult]]) -> list[dict[str, Any]]:
@@ -175,12 +195,25 @@ def comparison_rows(results: Sequence[tuple[AgentChoice, int, AgentResult]]) -> 
             "angles_deg": " ".join(f"{a:g}" for a in result.angles_deg),
             "tpps": json.dumps(result.tpps.to_dict()) if result.tpps is not None else "",
         }
+        if result.llm is not None:
+            row |= {f"llm_{key}": result.llm.get(key) for key in _LLM_KEYS}
+            row["llm_stop_reason"] = result.llm.get("stop_reason")
         rows.append(row)
     return rows
 
 
 _NUMERIC = ("reward", "score", "start_score", "target_d95_gy", "target_d2_gy", "hi", "ci")
 _COST = ("steps", "optimizer_calls", "wall_s")
+_LLM_KEYS = (
+    "calls",
+    "prompt_tokens",
+    "completion_tokens",
+    "valid_reply_rate",
+    "re_asks",
+    "iterations",
+    "seconds_per_call",
+)
+_LLM_COLUMNS = tuple(f"llm_{key}" for key in _LLM_KEYS)
 
 
 def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -190,7 +223,7 @@ def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         mine = [row for row in rows if row["agent"] == agent]
         oar_columns = [key for key in mine[0] if key.endswith("_mean_gy")]
         summary: dict[str, Any] = {"agent": agent, "n": len(mine)}
-        for key in (*_NUMERIC, *oar_columns, *_COST):
+        for key in (*_NUMERIC, *oar_columns, *_COST, *_LLM_COLUMNS):
             values = np.array([row[key] for row in mine if row.get(key) is not None], dtype=float)
             if values.size == 0:
                 continue
@@ -217,6 +250,16 @@ def markdown_table(summaries: Sequence[dict[str, Any]], env: EnvName) -> str:
     columns += [("CI", "ci", 3)]
     columns += [(f"{key.removesuffix('_mean_gy')} mean Gy", key, 1) for key in oars]
     columns += [("steps", "steps", 1), ("optimizations", "optimizer_calls", 0), ("wall s", "wall_s", 1)]
+    if any("llm_calls" in s for s in summaries):
+        columns += [
+            ("LLM calls", "llm_calls", 1),
+            ("tokens in", "llm_prompt_tokens", 0),
+            ("tokens out", "llm_completion_tokens", 0),
+            ("valid replies", "llm_valid_reply_rate", 2),
+            ("re-asks", "llm_re_asks", 1),
+            ("iterations", "llm_iterations", 1),
+            ("s per call", "llm_seconds_per_call", 1),
+        ]
     header = ["agent", "n", *[c[0] for c in columns]]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for s in summaries:
@@ -236,7 +279,16 @@ def write_comparison(
     title = f"{meta['case']} variants {meta['variants']}, {env} environment"
     text = f"# Agent comparison: {title}\n\nMean ± sd over {len({r['variant'] for r in rows})} variants"
     text += "; every number from the CT-grid evaluation of the final plan.\n\n"
-    (folder / "comparison.md").write_text(text + markdown_table(summaries, env))
+    stops: dict[str, dict[str, int]] = {}
+    for row in rows:
+        if row.get("llm_stop_reason"):
+            reasons = stops.setdefault(row["agent"], {})
+            reasons[row["llm_stop_reason"]] = reasons.get(row["llm_stop_reason"], 0) + 1
+    notes = "".join(
+        f"\n{agent} stopped: " + "; ".join(f"{reason} ({n}×)" for reason, n in reasons.items()) + "\n"
+        for agent, reasons in stops.items()
+    )
+    (folder / "comparison.md").write_text(text + markdown_table(summaries, env) + notes)
     columns = list(dict.fromkeys(key for row in rows for key in row))
     with (folder / "comparison.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, columns)

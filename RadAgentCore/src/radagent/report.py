@@ -1,8 +1,5 @@
-"""The plan report figure: cumulative DVHs and a dose colour-wash on three planes through the isocentre.
-
-Slices are shown in the radiological display convention whatever the CT's direction matrix: axial with
-the patient's right on the image's left and anterior up, coronal and sagittal with superior up.
-"""
+"""The plan report figure: cumulative DVHs and a dose colour-wash on three planes through the target, in
+the display convention of :mod:`radagent.render`."""
 
 from __future__ import annotations
 
@@ -15,47 +12,13 @@ import numpy as np
 
 from radagent import RESEARCH_USE_ONLY
 from radagent.evaluate.metrics import plan_summary
-from radagent.geometry import Grid
 from radagent.io.atomic import atomic_path
 from radagent.patient import Case, Role
+from radagent.render import canonical
 
 __all__ = ["summary_lines", "write_report"]
 
 _ROLE_STYLES = {Role.TARGET: "-", Role.OAR: "--", Role.BODY: ":"}
-
-
-def _display_axes(grid: Grid) -> dict[str, int]:
-    """For each RAS axis (x, y, z), which array axis (0 = k, 1 = j, 2 = i) runs mostly along it."""
-    direction = np.abs(grid.direction)  # rows: RAS x, y, z; columns: i, j, k
-    array_axis_of_column = {0: 2, 1: 1, 2: 0}
-    order = np.argsort(-direction, axis=None)
-    taken_rows: set[int] = set()
-    taken_cols: set[int] = set()
-    mapping: dict[str, int] = {}
-    for flat in order:  # greedy assignment of lattice axes to RAS axes by alignment
-        row, col = divmod(int(flat), 3)
-        if row in taken_rows or col in taken_cols:
-            continue
-        taken_rows.add(row)
-        taken_cols.add(col)
-        mapping["xyz"[row]] = array_axis_of_column[col]
-    return mapping
-
-
-def _canonical(volume: np.ndarray, grid: Grid) -> tuple[np.ndarray, np.ndarray]:
-    """Transpose/flip a [k, j, i] volume to [S→I, A→P, R→L] order; also return the spacing (mm) per axis."""
-    axes = _display_axes(grid)
-    order = (axes["z"], axes["y"], axes["x"])
-    result = np.transpose(volume, order)
-    spacing_kji = grid.spacing_mm[::-1]
-    spacing = np.array([spacing_kji[a] for a in order])
-    direction = grid.direction
-    column_of_array_axis = {0: 2, 1: 1, 2: 0}
-    # Superior at index 0 (z decreasing), anterior at index 0 (y decreasing), right at index 0 (x decreasing).
-    for display_axis, (ras_row, array_axis) in enumerate(zip((2, 1, 0), order, strict=True)):
-        if direction[ras_row, column_of_array_axis[array_axis]] > 0:
-            result = np.flip(result, axis=display_axis)
-    return result, spacing
 
 
 def _slice_positions(target: np.ndarray) -> tuple[int, int, int]:
@@ -99,10 +62,10 @@ def write_report(
     from matplotlib import pyplot as plt
 
     prescription = case.prescription_gy
-    ct, spacing = _canonical(case.ct_hu, case.grid)
-    dose, _ = _canonical(np.asarray(dose_ct_gy, dtype=np.float32), case.grid)
-    target, _ = _canonical(case.target_mask(), case.grid)
-    contours = {s.name: _canonical(s.mask, case.grid)[0] for s in case.structures}
+    ct, spacing = canonical(case.ct_hu, case.grid)
+    dose, _ = canonical(np.asarray(dose_ct_gy, dtype=np.float32), case.grid)
+    target, _ = canonical(case.target_mask(), case.grid)
+    contours = {s.name: canonical(s.mask, case.grid)[0] for s in case.structures}
     s_index, a_index, r_index = _slice_positions(target)
 
     figure = plt.figure(figsize=(15, 9), constrained_layout=True)

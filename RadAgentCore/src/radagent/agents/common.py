@@ -81,6 +81,7 @@ class AgentResult:
     options: AgentOptions
     note: str = ""
     metrics: dict[str, Any] = field(default_factory=dict, repr=False)  # final plan's CT-grid evaluation
+    llm: dict[str, Any] | None = None  # an LLM agent's calls, tokens, valid-reply rate and stop reason
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dictionary (TPPs as ``{entry: value}``, options as plain values); without the final

@@ -156,6 +156,8 @@ def role_problems(
         problems.append(f"{spec.name} needs at least one organ at risk; none is chosen")
     if needs.score_card and card is None:
         problems.append(f"{spec.name} tunes TPPs on a score card; choose one")
+    if needs.llm_endpoint:
+        problems += _endpoint_problems(spec.name, run.options)
     if needs.trained is not None and len(target_names) > 1:
         problems.append(
             f"{spec.name} was trained on single-target plans; this case has {len(target_names)} targets "
@@ -164,6 +166,21 @@ def role_problems(
     if needs.trained is not None and oar_names:
         problems += _trained_problems(spec.name, needs.trained, oar_names, card, run.options)
     return problems
+
+
+def _endpoint_problems(name: str, options: Mapping[str, Any]) -> list[str]:
+    """An LLM agent's endpoint: given (or replayed), and on this machine unless allowed elsewhere."""
+    from radagent.agents.llm_agents import llm_settings
+    from radagent.llm.client import check_endpoint_host
+
+    spec = get_agent(name)
+    try:
+        settings = llm_settings(agent_options(spec, **option_values(spec, options)))
+        if not (options.get("llm_replay") or options.get("llm_dry_run")):
+            check_endpoint_host(settings.url, settings.allow_remote)
+    except InputError as error:
+        return [f"{name}: {error}"]
+    return []
 
 
 def _trained_problems(

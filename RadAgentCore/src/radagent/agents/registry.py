@@ -33,6 +33,7 @@ from radagent.agents.learned import (
     run_dqn_gantry,
     run_dqn_tpp,
 )
+from radagent.agents.llm_agents import LLMGantryOptions, run_llm_gantry
 from radagent.errors import InputError
 from radagent.patient import Case
 from radagent.progress import ProgressCallback
@@ -51,6 +52,7 @@ class AgentNeeds:
     install: str | None = None  # the pip requirement that brings them, e.g. radagent[learn]
     score_card: bool = False  # it optimizes a score card's score
     trained: TrainedFor | None = None  # a checkpoint, and the environment it was trained in
+    llm_endpoint: bool = False  # a chat LLM's URL and model (its options, or RADAGENT_LLM_URL / _MODEL)
 
     def missing_modules(self) -> list[str]:
         """The needed modules this Python cannot import."""
@@ -118,6 +120,14 @@ AGENTS: Mapping[str, AgentSpec] = MappingProxyType(
                 run_dqn_gantry,
                 "trained DQN, one beam per step",
                 AgentNeeds(_TORCH, _LEARN_EXTRA, trained=GANTRY_DQN),
+            ),
+            AgentSpec(
+                "llm-gantry",
+                "angles",
+                LLMGantryOptions,
+                run_llm_gantry,
+                "an LLM chooses the angle set from renderings and rewards (Text-to-Plan)",
+                AgentNeeds(llm_endpoint=True),
             ),
             AgentSpec(
                 "dqn-tpp",

@@ -1,5 +1,9 @@
 """Beam-angle environment (METHOD §5): choose K gantry angles among candidates; reward = change of R.
 
+Actions: sequential mode adds one candidate per step (``Discrete(n)``); refinement mode moves one beam to
+a free candidate (``Discrete(K·n)``) or, with ``refinement_action="set"``, sets the whole angle set at once
+(``MultiBinary(n)`` with exactly K ones: what an LLM replies), starting from the equispaced template.
+
 Observation ``{"volume", "angles"}``: ``volume`` is float32 ``(C, nk, nj, ni)`` on a coarse grid spanning
 the agent's dose grid, channels CT (HU/1000 clipped to [−1, 2]), target (volume fraction), one channel
 per scored OAR in score-card order, one combined channel of the other OARs, dose / p (clipped to 2)
@@ -35,6 +39,7 @@ from radagent.patient import Case
 __all__ = ["GantryConfig", "GantryEnv"]
 
 GantryMode = Literal["sequential", "refinement"]
+RefinementAction = Literal["move", "set"]
 _CT_RANGE = (-1.0, 2.0)  # HU / 1000
 _DOSE_CAP = 2.0  # dose / p
 
@@ -47,12 +52,15 @@ class GantryConfig(EnvConfig):
     beams: int = 7
     candidate_step_deg: float = 10.0
     refinement_iterations: int = 10
+    refinement_action: RefinementAction = "move"  # move one beam, or set the whole set (an LLM's reply)
     max_steps: int | None = None  # sequential step limit counting invalid actions; None: 2·beams
     observation_shape: tuple[int, int, int] = (16, 32, 32)  # (nk, nj, ni)
 
     def __post_init__(self) -> None:
         if self.mode not in ("sequential", "refinement"):
             raise InputError(f"gantry mode must be 'sequential' or 'refinement', got {self.mode!r}")
+        if self.refinement_action not in ("move", "set"):
+            raise InputError(f"refinement action must be 'move' or 'set', got {self.refinement_action!r}")
         if not 0 < self.candidate_step_deg <= 180 or (360.0 / self.candidate_step_deg) % 1:
             raise InputError(f"candidate step must divide 360°, got {self.candidate_step_deg}°")
         if not 1 <= self.beams < len(self.candidates_deg):
@@ -122,7 +130,12 @@ class GantryEnv(PlanningEnv):
         self._patients: dict[int, _Patient] = {}
         first = self._prepare_first()
         n, channels = len(self.candidates), first.static.shape[0] + 2
-        self.action_space = spaces.Discrete(n if self.config.mode == "sequential" else self.config.beams * n)
+        if self._sets_whole_sets:
+            self.action_space = spaces.MultiBinary(n)
+        else:
+            self.action_space = spaces.Discrete(
+                n if self.config.mode == "sequential" else self.config.beams * n
+            )
         self.observation_space = spaces.Dict(
             {
                 "volume": spaces.Box(
@@ -158,8 +171,15 @@ class GantryEnv(PlanningEnv):
             )
         return self._patients[variant]
 
+    @property
+    def _sets_whole_sets(self) -> bool:
+        return self.config.mode == "refinement" and self.config.refinement_action == "set"
+
     def action_masks(self) -> np.ndarray:
-        """True for the valid actions: candidates not chosen yet (for any beam, in refinement)."""
+        """True for the valid actions: candidates not chosen yet (for any beam, in refinement); every
+        candidate when the action sets a whole set (a valid set has exactly K of them)."""
+        if self._sets_whole_sets:
+            return np.ones(len(self.candidates), dtype=bool)
         free = ~self._chosen_mask()
         if self.config.mode == "sequential":
             return free if len(self._angles) < self.config.beams else np.zeros_like(free)
@@ -191,16 +211,25 @@ class GantryEnv(PlanningEnv):
         self._log_event("reset", self._record(None, 0.0, info))
         return self._observation(), info
 
-    def step(self, action: int):
+    def step(self, action: Any):
         """Apply one action; an invalid one is a penalized no-op flagged ``info["invalid_action"]``."""
-        action = self._checked(action)
+        if self._sets_whole_sets:
+            chosen = np.asarray(action, dtype=np.int8).reshape(-1)
+            if not self.action_space.contains(chosen):
+                raise InputError(f"action {action} is outside {self.action_space}")
+            action = [int(a) for a in np.flatnonzero(chosen)]
+            valid = len(action) == self.config.beams
+        else:
+            action = self._checked(action)
+            valid = bool(self.action_masks()[action])
         self._steps += 1
-        valid = bool(self.action_masks()[action])
         reward = self.config.invalid_action_penalty
         if valid:
             angles = list(self._angles)
             n = len(self.candidates)
-            if self.config.mode == "sequential":
+            if self._sets_whole_sets:
+                angles = action
+            elif self.config.mode == "sequential":
                 angles.append(action)
             else:
                 angles[action // n] = action % n
@@ -246,7 +275,12 @@ class GantryEnv(PlanningEnv):
             "grid": "ct",
         }
 
-    def _record(self, action: int | None, reward: float, info: dict[str, Any]) -> dict[str, Any]:
+    @property
+    def plan_dose_ct_gy(self) -> np.ndarray | None:
+        """The current plan's dose on the CT grid (Gy; None before the first beam)."""
+        return self._plan.dose_ct_gy if self._plan is not None else None
+
+    def _record(self, action: Any, reward: float, info: dict[str, Any]) -> dict[str, Any]:
         plan = self._plan
         return {
             "env": "gantry",

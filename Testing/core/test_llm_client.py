@@ -244,6 +244,7 @@ def test_replies_in_prose_fences_or_cut_off_are_read_or_explained():
     assert extract_json('{"ok": true}') == {"ok": True}
     assert extract_json('Sure! Here it is:\n```json\n{"ok": false}\n```\nHope that helps.') == {"ok": False}
     assert extract_json('I think {"ok": true} is right.') == {"ok": True}
+    assert extract_json('{"ok": true, "why": "a raw\nline break"}')["why"] == "a raw\nline break"  # SmolLM2
     with pytest.raises(ReplyError, match="cut off"):
         extract_json('{"ok": tr')
     with pytest.raises(ReplyError, match="no JSON object"):

@@ -20,15 +20,16 @@ class ReplyError(ValueError):
 
 
 def extract_json(text: str) -> Any:
-    """The JSON value a reply carries: the whole text, else a fenced block, else the first object in it."""
+    """The JSON value a reply carries: the whole text, else a fenced block, else the first object in it.
+    Raw line breaks and tabs inside strings are accepted (small models write them; JSON forbids them)."""
     stripped = text.strip()
     candidates = [stripped, *(m.group(1).strip() for m in _FENCE.finditer(text))]
     for candidate in candidates:
         try:
-            return json.loads(candidate)
+            return json.loads(candidate, strict=False)
         except json.JSONDecodeError:
             continue
-    decoder = json.JSONDecoder()
+    decoder = json.JSONDecoder(strict=False)
     for match in re.finditer(r"\{", text):
         try:
             value, _ = decoder.raw_decode(text, match.start())

@@ -7,13 +7,13 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from radagent.agents.checkpoint import env_spec  # noqa: E402
 from radagent.agents.dqn import (  # noqa: E402 - after the torch skip
     DQNConfig,
     ReplayBuffer,
     VectorQNetwork,
     VolumeQNetwork,
     architecture_for,
-    env_spec,
     greedy_action,
     load_checkpoint,
     save_checkpoint,

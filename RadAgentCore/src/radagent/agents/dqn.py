@@ -25,21 +25,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from radagent.agents.learned import CHECKPOINT_FORMAT, read_checkpoint_record
+from radagent.agents.checkpoint import CHECKPOINT_FORMAT, check_spec, env_spec, read_checkpoint_record
 from radagent.envs import GantryEnv, TPPEnv
 from radagent.errors import InputError
 from radagent.io.atomic import atomic_path
 from radagent.progress import ProgressCallback, report
 
 __all__ = [
-    "CHECKPOINT_FORMAT",
     "Checkpoint",
     "DQNConfig",
     "ReplayBuffer",
     "VectorQNetwork",
     "VolumeQNetwork",
     "default_hyperparameters",
-    "env_spec",
     "greedy_action",
     "load_checkpoint",
     "save_checkpoint",
@@ -241,68 +239,6 @@ def architecture_for(env: PlanningEnvType, config: DQNConfig) -> dict[str, Any]:
         "actions": actions,
         "hidden": [int(h) for h in config.hidden],
     }
-
-
-# ---------------------------------------------------------------------------------------------------
-# Environment spec: what a checkpoint must match
-
-
-def env_spec(env: PlanningEnvType) -> dict[str, Any]:
-    """What gives the observations and actions their meaning (must match to reuse a network) under
-    ``"strict"``, and what the agent was trained with but may differ (beams of a TPP agent, the agent
-    grid, the case) under ``"info"``."""
-    config = env.config
-    roles = env.roles
-    info = {
-        "case": env.source.name,
-        "target": roles.target,
-        "oars": list(roles.oars),
-        "bixel_mm": config.engine.bixel_mm,
-        "dose_grid_mm": config.engine.dose_grid_mm,
-    }
-    if isinstance(env, GantryEnv):
-        strict = {
-            "env": "gantry",
-            "mode": config.mode,
-            "beams": config.beams,
-            "candidate_step_deg": config.candidate_step_deg,
-            "observation_shape": list(env.observation_space["volume"].shape),
-            "actions": int(env.action_space.n),
-            "scored_oars": len(roles.oars),
-        }
-        return {"strict": strict, "info": info}
-    strict = {
-        "env": "tpp",
-        "actions": int(env.action_space.n),
-        "observation_size": int(env.observation_space.shape[0]),
-        "scored_oars": len(roles.oars),
-        "scorecard": env.scorecard_name,
-        "dvh_levels": config.dvh_levels,
-        "target_dvh_range": list(config.target_dvh_range),
-        "oar_dvh_range": list(config.oar_dvh_range),
-        "include_tpps": config.include_tpps,
-    }
-    info |= {"angles_deg": list(config.angles_deg), "start": config.start, "max_steps": config.max_steps}
-    return {"strict": strict, "info": info}
-
-
-def check_spec(trained: dict[str, Any], env: PlanningEnvType, source: str) -> None:
-    """Refuse an environment whose observations or actions differ from those the network learned."""
-    current = env_spec(env)["strict"]
-    expected = trained["strict"]
-    if expected.get("env") != current["env"]:
-        raise InputError(
-            f"checkpoint {source} is a {expected.get('env')} agent, not a {current['env']} agent"
-        )
-    differences = [
-        f"{key} {expected.get(key)!r} (this case/env: {current.get(key)!r})"
-        for key in sorted(set(expected) | set(current))
-        if expected.get(key) != current.get(key)
-    ]
-    if differences:
-        raise InputError(
-            f"checkpoint {source} was trained for another environment: " + "; ".join(differences)
-        )
 
 
 # ---------------------------------------------------------------------------------------------------

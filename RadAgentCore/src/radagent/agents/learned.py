@@ -7,13 +7,11 @@ imported only when one of them runs, so listing agents never needs it.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
-from importlib.resources import files
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
+from radagent.agents.checkpoint import GANTRY_DQN, TPP_DQN, TrainedFor
 from radagent.agents.common import (
     AgentResult,
     AngleAgentOptions,
@@ -27,39 +25,7 @@ from radagent.errors import InputError
 from radagent.patient import Case
 from radagent.progress import ProgressCallback, report
 
-__all__ = [
-    "CHECKPOINT_FORMAT",
-    "GANTRY_DQN",
-    "TPP_DQN",
-    "DQNGantryOptions",
-    "DQNTPPOptions",
-    "TrainedFor",
-    "read_checkpoint_record",
-    "run_dqn_gantry",
-    "run_dqn_tpp",
-]
-
-CHECKPOINT_FORMAT = 1
-
-
-@dataclass(frozen=True)
-class TrainedFor:
-    """What a trained agent's registry entry records: the environment its network learned (``gantry`` or
-    ``tpp``) and the checkpoint folder shipped with the package for it."""
-
-    env: Literal["gantry", "tpp"]
-    shipped: str  # a folder under radagent/agents/checkpoints
-
-    def folder(self, checkpoint: str | None = None) -> Path:
-        """The checkpoint an agent option names, or the shipped one."""
-        if checkpoint is not None:
-            return Path(checkpoint)
-        return Path(str(files("radagent.agents").joinpath("checkpoints", self.shipped)))
-
-
-GANTRY_DQN = TrainedFor("gantry", "dqn-gantry-prostate")
-TPP_DQN = TrainedFor("tpp", "dqn-tpp-prostate")
-
+__all__ = ["DQNGantryOptions", "DQNTPPOptions", "run_dqn_gantry", "run_dqn_tpp"]
 
 @dataclass(frozen=True)
 class DQNGantryOptions(AngleAgentOptions):
@@ -74,27 +40,6 @@ class DQNTPPOptions(TPPAgentOptions):
 
     checkpoint: str | None = None
     max_steps: int = 20
-
-
-def read_checkpoint_record(folder: str | Path) -> dict[str, Any]:
-    """A checkpoint folder's ``checkpoint.json`` (architecture, hyperparameters, env spec), read without
-    torch; a missing or malformed one is an InputError naming the problem."""
-    folder = Path(folder)
-    meta, weights = folder / "checkpoint.json", folder / "model.pt"
-    if not meta.is_file() or not weights.is_file():
-        raise InputError(f"checkpoint {folder} needs checkpoint.json and model.pt")
-    try:
-        record = json.loads(meta.read_text())
-    except json.JSONDecodeError as error:
-        raise InputError(f"checkpoint {meta} is not valid JSON: {error.msg}") from None
-    if (
-        not isinstance(record, dict)
-        or record.get("format") != CHECKPOINT_FORMAT
-        or "architecture" not in record
-        or "env_spec" not in record
-    ):
-        raise InputError(f"checkpoint {meta} is not a radagent DQN checkpoint (format {CHECKPOINT_FORMAT})")
-    return record
 
 
 def _load(trained: TrainedFor, checkpoint: str | None) -> Any:

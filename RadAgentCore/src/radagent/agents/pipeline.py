@@ -13,12 +13,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from radagent.agents.checkpoint import TrainedFor, read_checkpoint_record
+from radagent.agents.checkpoint import role_problems as trained_role_problems
 from radagent.agents.common import AgentOptions, AgentResult
-from radagent.agents.learned import TrainedFor, read_checkpoint_record
 from radagent.agents.registry import AgentSpec, get_agent
 from radagent.errors import InputError
 from radagent.evaluate.scorecard import ScoreCard
-from radagent.optimize import scored_oar_names
 from radagent.patient import Case
 from radagent.plan import PlanResult, PlanSettings, plan_case
 from radagent.progress import ProgressCallback, scaled
@@ -195,22 +195,7 @@ def _trained_problems(
         record = read_checkpoint_record(trained.folder(options.get("checkpoint")))
     except InputError as error:
         return [f"{name}: {error}"]
-    strict, info = record["env_spec"]["strict"], record["env_spec"]["info"]
-    trained_oars = ", ".join(info.get("oars", [])) or "?"
-    problems = []
-    scored = scored_oar_names(oar_names, card)
-    if strict.get("scorecard") is not None and (card is None or card.name != strict["scorecard"]):
-        chosen = f"'{card.name}'" if card is not None else "none"
-        problems.append(f"{name} was trained with score card '{strict['scorecard']}'; this case has {chosen}")
-    elif strict["scored_oars"] != len(scored):
-        problems.append(
-            f"{name} was trained on {strict['scored_oars']} scored organs at risk ({trained_oars}); "
-            f"this case has {len(scored)} ({', '.join(scored)})"
-        )
-    beams = options.get("beams")
-    if "beams" in strict and beams is not None and beams != strict["beams"]:
-        problems.append(f"{name} was trained to choose {strict['beams']} beams, not {beams}")
-    return problems
+    return trained_role_problems(name, record, oar_names, card, options.get("beams"))
 
 
 def plan_with_agents(

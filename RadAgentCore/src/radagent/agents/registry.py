@@ -23,16 +23,9 @@ from radagent.agents.baselines import (
     run_random,
     run_tuner,
 )
+from radagent.agents.checkpoint import GANTRY_DQN, TPP_DQN, TrainedFor
 from radagent.agents.common import AgentKind, AgentOptions, AgentResult, AngleAgentOptions, TPPAgentOptions
-from radagent.agents.learned import (
-    GANTRY_DQN,
-    TPP_DQN,
-    DQNGantryOptions,
-    DQNTPPOptions,
-    TrainedFor,
-    run_dqn_gantry,
-    run_dqn_tpp,
-)
+from radagent.agents.learned import DQNGantryOptions, DQNTPPOptions, run_dqn_gantry, run_dqn_tpp
 from radagent.agents.llm_agents import LLMGantryOptions, run_llm_gantry
 from radagent.errors import InputError
 from radagent.patient import Case

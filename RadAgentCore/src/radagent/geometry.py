@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit, prange
 from scipy import ndimage
 
 __all__ = [
@@ -189,6 +190,8 @@ def resample(
         return values.copy()
     matrix, offset = _affine_kji(source, target)
     work = values.astype(np.float32 if values.dtype != np.float64 else np.float64, copy=False)
+    if order == 1 and not np.any(matrix - np.diag(np.diag(matrix))):
+        return _separable_linear(work, np.diag(matrix), offset, target.shape, fill_value)
     return ndimage.affine_transform(
         work,
         matrix,
@@ -199,6 +202,56 @@ def resample(
         cval=fill_value,
         prefilter=False,
     )
+
+
+def _axis_weights(scale: float, offset: float, count: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """For output indices 0…count−1 along one axis, the lower source index (−1 where the coordinate
+    ``scale·n + offset`` lies outside [0, size − 1], as ndimage's ``constant`` mode) and the fraction."""
+    coordinates = scale * np.arange(count, dtype=np.float64) + offset
+    inside = (coordinates >= 0.0) & (coordinates <= size - 1)
+    low = np.where(inside, np.floor(np.where(inside, coordinates, 0.0)), -1).astype(np.int64)
+    low = np.where(low == size - 1, size - 2, low) if size > 1 else low  # the last voxel: fraction 1
+    fraction = np.where(inside, coordinates - low, 0.0)
+    return low, fraction
+
+
+@njit(cache=True, parallel=True)
+def _trilinear_kernel(values, low_k, frac_k, low_j, frac_j, low_i, frac_i, fill, out):  # pragma: no cover
+    """out[a, b, c] = trilinear interpolation of ``values`` (or ``fill`` where any axis is outside)."""
+    nk, nj, ni = values.shape
+    for a in prange(out.shape[0]):
+        k0 = low_k[a]
+        for b in range(out.shape[1]):
+            j0 = low_j[b]
+            for c in range(out.shape[2]):
+                i0 = low_i[c]
+                if k0 < 0 or j0 < 0 or i0 < 0:
+                    out[a, b, c] = fill
+                    continue
+                k1, j1, i1 = min(k0 + 1, nk - 1), min(j0 + 1, nj - 1), min(i0 + 1, ni - 1)
+                tk, tj, ti = frac_k[a], frac_j[b], frac_i[c]
+                total = 0.0
+                total += (1.0 - tk) * (1.0 - tj) * (1.0 - ti) * values[k0, j0, i0]
+                total += (1.0 - tk) * (1.0 - tj) * ti * values[k0, j0, i1]
+                total += (1.0 - tk) * tj * (1.0 - ti) * values[k0, j1, i0]
+                total += (1.0 - tk) * tj * ti * values[k0, j1, i1]
+                total += tk * (1.0 - tj) * (1.0 - ti) * values[k1, j0, i0]
+                total += tk * (1.0 - tj) * ti * values[k1, j0, i1]
+                total += tk * tj * (1.0 - ti) * values[k1, j1, i0]
+                total += tk * tj * ti * values[k1, j1, i1]
+                out[a, b, c] = total
+
+
+def _separable_linear(
+    values: np.ndarray, scales: np.ndarray, offset: np.ndarray, shape: tuple[int, int, int], fill_value: float
+) -> np.ndarray:
+    """Trilinear resampling when the index map is axis-aligned (a scale and shift per axis): the same
+    interpolation and ``constant``-mode edges (outside → ``fill_value``) as ndimage's affine transform,
+    without its per-voxel coordinate transform (to within the output's float rounding)."""
+    axes = [_axis_weights(scales[n], offset[n], shape[n], values.shape[n]) for n in range(3)]
+    out = np.empty(shape, dtype=values.dtype)
+    _trilinear_kernel(np.ascontiguousarray(values), *axes[0], *axes[1], *axes[2], float(fill_value), out)
+    return out
 
 
 def resample_mask(mask: np.ndarray, source: Grid, target: Grid) -> np.ndarray:

@@ -113,6 +113,7 @@ class EvaluatedPlan:
     dose_ct_gy: np.ndarray
     evaluation: PlanEvaluation
     normalization: float  # factor applied to the optimizer's (agent-grid normalized) dose
+    objective: float | None = None  # the optimizer's final objective value (before normalization)
 
     @property
     def reward(self) -> float:
@@ -130,10 +131,17 @@ class EvaluatedPlan:
         return float(self.evaluation.smooth_score or 0.0)
 
 
-def evaluate_on_ct(case: Case, dose_gy: np.ndarray, dose_grid: Grid, weights: RewardWeights) -> EvaluatedPlan:
-    """Resample an agent-grid dose onto the CT grid, renormalize there to D95 = p and evaluate it."""
+def evaluate_on_ct(
+    case: Case,
+    dose_gy: np.ndarray,
+    dose_grid: Grid,
+    weights: RewardWeights,
+    objective: float | None = None,
+) -> EvaluatedPlan:
+    """Resample an agent-grid dose onto the CT grid, renormalize there to D95 = p and evaluate it
+    (``objective``: the optimizer's final value, kept with the plan)."""
     dose_ct, factor = normalized_dose_on_ct(case, dose_gy, dose_grid)
-    return EvaluatedPlan(dose_ct, evaluate_plan(case, dose_ct, weights), factor)
+    return EvaluatedPlan(dose_ct, evaluate_plan(case, dose_ct, weights), factor, objective)
 
 
 def criteria_records(evaluation: PlanEvaluation) -> list[dict[str, Any]]:

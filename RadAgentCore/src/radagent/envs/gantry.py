@@ -251,7 +251,9 @@ class GantryEnv(PlanningEnv):
             influence.matrix, influence.dose_grid, case, [roles.target, *roles.oars]
         )
         result = optimize_fluence(rows, influence.dose_grid, case, settings=self.config.optimizer)
-        plan = evaluate_on_ct(case, result.dose_gy, influence.dose_grid, self.config.reward_weights)
+        objective = result.objective_history[-1]
+        weights = self.config.reward_weights
+        plan = evaluate_on_ct(case, result.dose_gy, influence.dose_grid, weights, objective)
         dose = resample(result.dose_volume_gy * plan.normalization, influence.dose_grid, self.patient.grid)
         return plan, np.clip(dose / case.prescription_gy, 0.0, _DOSE_CAP).astype(np.float32)
 
@@ -269,6 +271,7 @@ class GantryEnv(PlanningEnv):
             "variant": self.patient.variant,
             "angles_deg": [self.candidates[a] for a in self._angles],
             "plan_reward": plan.reward if plan is not None else 0.0,
+            "objective": plan.objective if plan is not None else None,
             "score": plan.score if plan is not None else None,
             "smooth_score": plan.smooth_score if plan is not None else None,
             "metrics": plan.evaluation.to_dict() if plan is not None else None,

@@ -77,6 +77,19 @@ class _Patient:
     rows: StructureInfluence
 
 
+def _given_tpps(given: Any, template: TPPs) -> TPPs:
+    """TPPs from a reset option: a full vector, or a mapping of entry names over ``template``."""
+    if isinstance(given, dict):
+        unknown = sorted(set(given) - set(template.names))
+        if unknown:
+            raise InputError(f"unknown TPP names {unknown}; known: {', '.join(template.names)}")
+        tpps = template
+        for name, value in given.items():
+            tpps = tpps.with_value(name, float(value))
+        return tpps
+    return TPPs(template.oar_names, tuple(float(v) for v in given))
+
+
 class TPPEnv(PlanningEnv):
     """Tune the 3 + 3N TPPs of a fixed-beam plan towards the score card's maximum."""
 
@@ -137,12 +150,16 @@ class TPPEnv(PlanningEnv):
         return f"{self.tpps.names[entry]}×{self.factors[entry, direction]:g}"
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        """Start from the default or a random (seeded) TPP vector on a drawn variant."""
+        """Start from the default or a random (seeded) TPP vector on a drawn variant, or from the TPPs
+        given as ``options={"tpps": values}`` (3 + 3N values in vector order, or name → value; clipped to
+        the bounds): how an agent that proposes whole TPP vectors evaluates one."""
         super().reset(seed=seed)
         self._episode += 1
         self.patient = self._patient(*self.source.draw(self.np_random))
         oars = self.patient.roles.oars
         start = TPPs.default(oars) if self.config.start == "default" else TPPs.random(oars, self.np_random)
+        if options and options.get("tpps") is not None:
+            start = _given_tpps(options["tpps"], start)
         self.tpps = start
         self._steps = 0
         self._plan = self._evaluate(start)
@@ -175,7 +192,13 @@ class TPPEnv(PlanningEnv):
         result = optimize_fluence(
             patient.rows, patient.dose_grid, patient.case, tpps=tpps, settings=self.config.optimizer
         )
-        return evaluate_on_ct(patient.case, result.dose_gy, patient.dose_grid, self.config.reward_weights)
+        return evaluate_on_ct(
+            patient.case,
+            result.dose_gy,
+            patient.dose_grid,
+            self.config.reward_weights,
+            result.objective_history[-1],
+        )
 
     def _observation(self) -> np.ndarray:
         case, roles, levels = self.patient.case, self.patient.roles, self.config.dvh_levels
@@ -203,6 +226,7 @@ class TPPEnv(PlanningEnv):
             "score_max": plan.evaluation.score_max,
             "smooth_score": plan.smooth_score,
             "plan_reward": plan.reward,
+            "objective": plan.objective,
             "metrics": plan.evaluation.to_dict(),
             "grid": "ct",
         }

@@ -46,7 +46,8 @@ def local_model_path() -> Path:
 
 
 def serve_local_model(port: int, context_tokens: int, model_path: Path | None = None) -> int:
-    """Run llama-cpp-python's server on 127.0.0.1:``port`` until interrupted; its exit status."""
+    """Run llama-cpp-python's server on 127.0.0.1:``port`` until interrupted; its exit status. On POSIX the
+    process is replaced by the server, so terminating it (a test, a service manager) stops the server."""
     if importlib.util.find_spec("llama_cpp") is None:
         raise InputError("serving needs llama-cpp-python: pip install 'radagent[llm-local]'")
     model = model_path if model_path is not None else local_model_path()
@@ -73,6 +74,8 @@ def serve_local_model(port: int, context_tokens: int, model_path: Path | None = 
         f"--llm-model {LOCAL_MODEL_ALIAS} --llm-images off. Ctrl-C stops it.",
         flush=True,
     )
+    if os.name == "posix":  # become the server: a signal to this process reaches it, no orphan is left
+        os.execv(sys.executable, command)
     try:
         return subprocess.run(command, check=False).returncode
     except KeyboardInterrupt:

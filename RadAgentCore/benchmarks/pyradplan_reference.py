@@ -33,12 +33,12 @@ from scipy import ndimage
 
 from radagent.beams import BeamGeometry
 from radagent.dose import DoseEngineSettings, compute_dose_influence
+from radagent.dose.influence import structure_rows_on_dose_grid
 from radagent.evaluate.dvh import dose_on_ct_grid
 from radagent.evaluate.gamma import gamma_pass_rate
 from radagent.geometry import Grid, lps_to_ras_matrix
 from radagent.io.matrad import read_matrad
 from radagent.optimize import OptimizerSettings, SquaredOverdose, SquaredUnderdose, optimize_fluence
-from radagent.optimize.influence import structure_rows_on_dose_grid
 from radagent.patient import Case, Role, Structure
 
 DEFAULT_ANGLES_DEG = (0.0, 72.0, 144.0, 216.0, 288.0)

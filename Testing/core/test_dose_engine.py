@@ -10,8 +10,10 @@ from dose_phantoms import box_case
 
 from radagent.beams import BeamGeometry
 from radagent.dose import (
+    BeamRows,
     DoseEngineSettings,
     DoseInfluenceCache,
+    StructureInfluence,
     case_fingerprint,
     compute_dose_influence,
     dose_grid_for,
@@ -19,6 +21,7 @@ from radagent.dose import (
 )
 from radagent.dose.engine import prepare_case, target_beamlets
 from radagent.errors import InputError
+from radagent.patient import Role
 from radagent.progress import Cancelled
 
 
@@ -59,8 +62,7 @@ def test_influence_shapes_columns_and_memory(small_case):
     assert influence.megabytes == pytest.approx(influence.nnz * 8 / 1e6, rel=0.05)
     weights = np.ones(influence.n_beamlets)
     assert influence.dose_volume(weights).shape == influence.dose_grid.shape
-    y = np.random.default_rng(0).random(influence.dose_grid.size)
-    assert np.allclose(influence.transpose_dot(y), influence.matrix.T @ y, rtol=1e-5)
+    assert np.allclose(influence.dose(weights), influence.matrix @ weights, rtol=1e-5)
     with pytest.raises(InputError, match="beamlet weights"):
         influence.dose(weights[:-1])
 
@@ -101,8 +103,10 @@ def test_given_beamlets_must_share_one_lattice(small_case):
     on_axis = np.array([[0.0, 0.0], [5.0, 0.0], [-5.0, 10.0]])  # matRad's lattice: offset 0
     influence = compute_dose_influence(small_case, [0.0], beamlets_uv_mm=[on_axis])
     assert influence.n_beamlets == 3
-    for beamlets, message in (([[0.0, 0.0], [2.5, 0.0]], "one 5.0 mm square lattice"),
-                              ([[0.0, 0.0], [0.0, 0.0]], "duplicate")):
+    for beamlets, message in (
+        ([[0.0, 0.0], [2.5, 0.0]], "one 5.0 mm square lattice"),
+        ([[0.0, 0.0], [0.0, 0.0]], "duplicate"),
+    ):
         with pytest.raises(InputError, match=message):
             compute_dose_influence(small_case, [0.0], beamlets_uv_mm=[np.array(beamlets)])
 
@@ -143,3 +147,48 @@ def test_case_fingerprint_changes_with_the_ct(small_case):
     assert case_fingerprint(changed) == case_fingerprint(small_case)
     changed.ct_hu[0, 0, 0] += 1.0
     assert case_fingerprint(changed) != case_fingerprint(small_case)
+
+
+def test_beam_rows_select_the_matrix_that_stacking_those_beams_gives(small_case):
+    """BeamRows.select(b) is StructureInfluence.build on the beams b stacked in that order, array for
+    array; its full dose is D·x over those beams' columns."""
+    angles = [0.0, 60.0, 120.0, 200.0, 290.0]
+    influence = compute_dose_influence(small_case, angles)
+    names = [s.name for s in small_case.structures if s.role is not Role.BODY]
+    beam_rows = BeamRows.build(influence, small_case, names)
+    rng = np.random.default_rng(3)
+    for chosen in ([4, 0, 2], [1], [3, 2, 1, 0, 4]):
+        columns = np.concatenate([np.arange(influence.n_beamlets)[influence.beam_columns(b)] for b in chosen])
+        stacked = influence.matrix[:, columns]
+        reference = StructureInfluence.build(stacked, influence.dose_grid, small_case, names)
+        selected = beam_rows.select(chosen)
+        for ours, theirs in zip(selected._csr, reference._csr, strict=True):
+            assert ours.dtype == theirs.dtype
+            np.testing.assert_array_equal(ours, theirs)
+        np.testing.assert_array_equal(selected.rows, reference.rows)
+        assert selected.beamlet_count == columns.size
+        weights = rng.uniform(0.0, 1.0, columns.size)
+        np.testing.assert_array_equal(selected.dose_gy(weights), reference.dose_gy(weights))
+        expected = stacked.toarray().astype(np.float64) @ weights
+        np.testing.assert_allclose(selected.full_dose_gy(weights), expected, rtol=1e-10, atol=1e-12)
+    with pytest.raises(InputError, match="distinct beams"):
+        beam_rows.select([1, 1])
+    with pytest.raises(InputError, match="outside"):
+        beam_rows.select([5])
+
+
+def test_cache_hashes_a_case_once(small_case, monkeypatch):
+    import radagent.dose.cache as cache_module
+
+    calls = []
+    original = cache_module.case_fingerprint
+    monkeypatch.setattr(cache_module, "case_fingerprint", lambda case: calls.append(case) or original(case))
+    cache = DoseInfluenceCache()
+    settings = DoseEngineSettings(bixel_mm=10.0, dose_grid_mm=10.0)
+    first = cache.get(small_case, [0.0], settings)
+    second = cache.get(small_case, [0.0, 90.0], settings)
+    assert len(calls) == 1 and cache.hits == 1 and cache.misses == 2
+    np.testing.assert_array_equal(second.matrix[:, : first.n_beamlets].toarray(), first.matrix.toarray())
+    other = box_case((60.0, 60.0, 60.0), target_centre_ras=(10.0, 0.0, 5.0))
+    cache.get(other, [0.0], settings)  # an equal case: hashed once more, its blocks found
+    assert len(calls) == 2 and cache.hits == 2

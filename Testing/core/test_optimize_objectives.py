@@ -164,3 +164,20 @@ def test_soft_extremes_bound_the_true_extremes():
     assert dose.min() - 0.5 * np.log(dose.size) <= soft_min <= dose.min()
     with pytest.raises(ValueError, match="non-zero exponent"):
         Geud("S", 10.0, a=0.0)
+
+
+@pytest.mark.parametrize("volume_fraction", [0.0, 0.01, 0.1, 0.37, 0.5, 0.9, 1.0])
+@pytest.mark.parametrize("threshold_gy", [-1.0, 0.2, 0.5, 0.8, 2.0])
+def test_omega_plus_is_the_hottest_fraction_above_the_threshold(volume_fraction, threshold_gy):
+    """Ω⁺ without the whole-structure partial sort equals its definition, ties included."""
+    from radagent.evaluate.dvh import hottest_minimum_gy
+    from radagent.optimize.objectives import _omega_plus
+
+    rng = np.random.default_rng(7)
+    for dose in (rng.uniform(0.0, 1.0, 1001), np.round(rng.uniform(0.0, 1.0, 500), 1)):
+        expected = (
+            np.zeros(dose.size, bool)
+            if volume_fraction <= 0
+            else (dose >= hottest_minimum_gy(dose, volume_fraction)) & (dose > threshold_gy)
+        )
+        np.testing.assert_array_equal(_omega_plus(dose, threshold_gy, volume_fraction), expected)

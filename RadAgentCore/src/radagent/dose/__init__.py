@@ -13,15 +13,17 @@ from radagent.dose.engine import (
     open_field_beamlets,
     target_beamlets,
 )
-from radagent.dose.influence import BeamInfo, DoseInfluence
+from radagent.dose.influence import BeamInfo, BeamRows, DoseInfluence, StructureInfluence
 
 __all__ = [
     "DEFAULT_6MV",
     "BeamInfo",
     "BeamModel",
+    "BeamRows",
     "DoseEngineSettings",
     "DoseInfluence",
     "DoseInfluenceCache",
+    "StructureInfluence",
     "case_fingerprint",
     "compute_dose_influence",
     "dose_grid_for",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
 
@@ -47,7 +48,11 @@ def _block_megabytes(block: sparse.csc_matrix) -> float:
 
 class DoseInfluenceCache:
     """Per-beam blocks keyed by (case fingerprint, settings, gantry angle, isocentre), least recently used
-    dropped first beyond ``max_megabytes``; :meth:`get` joins any set of angles from them."""
+    dropped first beyond ``max_megabytes``; :meth:`get` joins any set of angles from them.
+
+    A case's fingerprint is computed once per :class:`Case` object (a case is not changed in place once
+    planned: the environments and agents reuse the same objects for every step).
+    """
 
     def __init__(self, max_megabytes: float = 4000.0) -> None:
         if not max_megabytes > 0:
@@ -55,6 +60,7 @@ class DoseInfluenceCache:
         self.max_megabytes = float(max_megabytes)
         self._blocks: OrderedDict[tuple, _Block] = OrderedDict()
         self._prepared: OrderedDict[tuple, PreparedCase] = OrderedDict()
+        self._fingerprints: weakref.WeakKeyDictionary[Case, str] = weakref.WeakKeyDictionary()
         self.hits = 0
         self.misses = 0
 
@@ -82,7 +88,7 @@ class DoseInfluenceCache:
         """The dose-influence matrix of these beams, computing only the blocks not cached yet."""
         settings = settings or DoseEngineSettings()
         angles = validated_angles(gantry_angles_deg)
-        case_key = (case_fingerprint(case), settings)
+        case_key = (self.fingerprint(case), settings)
         prepared = self._prepared_case(case_key, case, settings)
         iso = prepared.target_centroid_ras if isocenter_ras is None else isocenter_ras
         iso_key = tuple(round(float(v), 6) for v in iso)
@@ -99,6 +105,12 @@ class DoseInfluenceCache:
             report(progress, (n + 1) / len(angles), f"dose of beam {n + 1}/{len(angles)} (gantry {angle:g}°)")
         self._evict(keep=set(keys))
         return stack_beams(blocks, prepared.dose_grid, prepared.body_voxels)
+
+    def fingerprint(self, case: Case) -> str:
+        """:func:`case_fingerprint`, hashed once per case object."""
+        if case not in self._fingerprints:
+            self._fingerprints[case] = case_fingerprint(case)
+        return self._fingerprints[case]
 
     def _prepared_case(self, case_key: tuple, case: Case, settings: DoseEngineSettings) -> PreparedCase:
         if case_key not in self._prepared:

@@ -1,18 +1,162 @@
-"""The dose-influence matrix D (rows: dose voxels, columns: beamlets) and what it knows of its beams."""
+"""The dose-influence matrix D (rows: dose voxels, columns: beamlets) and the rows of it the optimizer sees.
+
+:class:`DoseInfluence` is what the engine computes: D in Gy per unit beamlet weight on the dose grid, as
+CSC, with its beams. The optimizer only needs the dose in the planning structures, a small part of the
+body, so :class:`StructureInfluence` holds the union of their rows once as float32 CSR (uint16 beamlet
+indices when there are at most 65 536 beamlets, a quarter less memory to stream), multiplied by numba
+kernels that accumulate in float64 (scipy would upcast the float32 matrix to float64 on every product):
+
+- d = A·x sums each row in a fixed order, for all rows or for the rows the optimizer asks for, the rows
+  shared among threads;
+- Aᵀ·g visits only the rows where g ≠ 0 — the objectives' gradients vanish on every voxel on the right
+  side of its limit, most of the normal tissue — split into a fixed number of parts whose partial sums
+  are added in order.
+
+Neither depends on how many threads run, so the optimizer's results do not either. The kernels hold
+one parallel region each: on a busy machine every region waits for its slowest thread. Agents that run
+environments in parallel processes should give each process one numba thread (``NUMBA_NUM_THREADS=1``).
+
+:class:`BeamRows` keeps those rows for many candidate beams at once, so that an agent trying beam sets
+(the gantry environment) gets the rows of any subset without converting or resampling anything again.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
+from numba import get_num_threads, njit, prange
 from scipy import sparse
 
 from radagent.beams import BeamGeometry
-from radagent.dose.kernels import csc_matvec, csc_rmatvec
+from radagent.dose.kernels import csc_matvec
 from radagent.errors import InputError
-from radagent.geometry import Grid
+from radagent.geometry import Grid, resample_mask
 
-__all__ = ["BeamInfo", "DoseInfluence", "influence_from_arrays", "stack_beams"]
+if TYPE_CHECKING:
+    from radagent.patient import Case
+
+__all__ = [
+    "BeamInfo",
+    "BeamRows",
+    "DoseInfluence",
+    "StructureInfluence",
+    "influence_from_arrays",
+    "stack_beams",
+    "structure_rows_on_dose_grid",
+]
+
+_ROW_PARTS = 64  # parts of A·x, balanced by entries (load balance among threads)
+_TRANSPOSE_PARTS = 16  # parts of Aᵀ·g with private partial sums, fixed so results ignore the thread count
+
+
+@njit(cache=True)
+def _balanced_parts(indptr, rows, parts):  # pragma: no cover - compiled
+    """Bounds cutting ``rows`` into ``parts`` consecutive runs with about equal numbers of entries."""
+    entries = np.zeros(rows.size + 1, dtype=np.int64)
+    for n in range(rows.size):
+        entries[n + 1] = entries[n] + indptr[rows[n] + 1] - indptr[rows[n]]
+    bounds = np.searchsorted(entries, np.linspace(0.0, entries[-1], parts + 1))
+    bounds[0], bounds[-1] = 0, rows.size
+    return bounds
+
+
+@njit(cache=True, parallel=True)
+def _row_sums_kernel(indptr, indices, data, vector, rows, out):  # pragma: no cover - compiled
+    """out[r] = Σ data[p]·vector[indices[p]] over row r, accumulated in float64, for r in ``rows``."""
+    bounds = _balanced_parts(indptr, rows, _ROW_PARTS)
+    for part in prange(bounds.size - 1):
+        for n in range(bounds[part], bounds[part + 1]):
+            row = rows[n]
+            total = 0.0
+            for position in range(indptr[row], indptr[row + 1]):
+                total += data[position] * vector[indices[position]]
+            out[row] = total
+
+
+@njit(cache=True, parallel=True)
+def _transpose_product_kernel(indptr, indices, data, row_values, squared, partial):  # pragma: no cover
+    """partial[k] = Σ_r row_values[r]·(row r, its entries ``squared`` or not) over the k-th part of the
+    rows where row_values[r] ≠ 0 (``partial`` comes zeroed, one row per part)."""
+    rows = np.flatnonzero(row_values)
+    bounds = _balanced_parts(indptr, rows, partial.shape[0])
+    for part in prange(partial.shape[0]):
+        for n in range(bounds[part], bounds[part + 1]):
+            row = rows[n]
+            value = row_values[row]
+            if squared:
+                for position in range(indptr[row], indptr[row + 1]):
+                    partial[part, indices[position]] += data[position] * data[position] * value
+            else:
+                for position in range(indptr[row], indptr[row + 1]):
+                    partial[part, indices[position]] += data[position] * value
+
+
+@njit(cache=True)
+def _row_norms_kernel(indptr, data):  # pragma: no cover - compiled
+    """Euclidean norm of each CSR row, accumulated in float64."""
+    out = np.empty(indptr.size - 1, dtype=np.float64)
+    for row in range(indptr.size - 1):
+        total = 0.0
+        for position in range(indptr[row], indptr[row + 1]):
+            total += np.float64(data[position]) ** 2
+        out[row] = np.sqrt(total)
+    return out
+
+
+@njit(cache=True, parallel=True)
+def _count_selected_rows_kernel(indices, row_map, counts, parts):  # pragma: no cover - compiled
+    """counts[r + 1] = entries of a CSC matrix (row ``indices``) in selected row r = row_map[row]; the
+    selected rows are cut into ``parts`` ranges, one per thread, so no two threads write alike."""
+    rows = counts.size - 1
+    for part in prange(parts):
+        low, high = rows * part // parts, rows * (part + 1) // parts
+        for position in range(indices.size):
+            row = row_map[indices[position]]
+            if low <= row < high:
+                counts[row + 1] += 1
+
+
+@njit(cache=True, parallel=True)
+def _fill_selected_rows_kernel(  # pragma: no cover - compiled
+    csc_indptr, csc_indices, csc_data, row_map, indptr, indices, data, parts
+):
+    """Write the selected rows of a CSC matrix as CSR into ``indices``/``data`` (columns ascending),
+    the rows cut into ``parts`` ranges as in :func:`_count_selected_rows_kernel`."""
+    rows = indptr.size - 1
+    for part in prange(parts):
+        low, high = rows * part // parts, rows * (part + 1) // parts
+        cursor = indptr[low:high].copy()
+        for column in range(csc_indptr.size - 1):
+            for position in range(csc_indptr[column], csc_indptr[column + 1]):
+                row = row_map[csc_indices[position]]
+                if low <= row < high:
+                    indices[cursor[row - low]] = column
+                    data[cursor[row - low]] = csc_data[position]
+                    cursor[row - low] += 1
+
+
+def _selected_rows_csr(
+    matrix: sparse.sparray | sparse.spmatrix, rows: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows ``rows`` of ``matrix`` (in that order) as float32 CSR arrays: indptr, indices, data.
+
+    Each row's entries come out in column order however the rows are shared among threads.
+    """
+    csc = sparse.csc_matrix(matrix)  # no copy when it is CSC already
+    row_map = np.full(matrix.shape[0], -1, dtype=np.int64)
+    row_map[rows] = np.arange(rows.size)
+    parts = get_num_threads()
+    indptr = np.zeros(rows.size + 1, dtype=np.int64)
+    _count_selected_rows_kernel(csc.indices, row_map, indptr, parts)
+    np.cumsum(indptr, out=indptr)
+    indices = np.empty(indptr[-1], dtype=_index_type(int(matrix.shape[1])))
+    data = np.empty(indptr[-1], dtype=np.float32)
+    _fill_selected_rows_kernel(csc.indptr, csc.indices, csc.data, row_map, indptr, indices, data, parts)
+    return indptr, indices, data
 
 
 @dataclass(frozen=True, eq=False)
@@ -92,14 +236,6 @@ class DoseInfluence:
         """Dose (Gy) as a ``[k, j, i]`` array on :attr:`dose_grid`."""
         return self.dose(weights).reshape(self.dose_grid.shape)
 
-    def transpose_dot(self, voxel_values: np.ndarray) -> np.ndarray:
-        """Dᵀ·y (float64, one value per beamlet), e.g. the gradient of an objective from ∂f/∂dose."""
-        y = np.asarray(voxel_values, dtype=np.float64).ravel()
-        if y.shape[0] != self.matrix.shape[0]:
-            raise InputError(f"got {y.shape[0]} voxel values, the dose grid has {self.matrix.shape[0]}")
-        m = self.matrix
-        return csc_rmatvec(m.indptr, m.indices, m.data, y)
-
 
 def influence_from_arrays(
     data: np.ndarray,
@@ -138,3 +274,233 @@ def stack_beams(
         [(geometry, beamlets) for _, geometry, beamlets in blocks],
         body_voxels,
     )
+
+
+def structure_rows_on_dose_grid(case: Case, name: str, dose_grid: Grid) -> np.ndarray:
+    """Flat ``[k, j, i]`` dose-grid indices of the voxels whose centres lie in structure ``name``."""
+    structure = case.structure(name)
+    mask = resample_mask(structure.mask, case.grid, dose_grid)
+    rows = np.flatnonzero(mask)
+    if rows.size == 0:
+        raise InputError(f"segment '{structure.name}' is empty after resampling to the dose grid")
+    return rows
+
+
+def _union_rows(
+    case: Case, dose_grid: Grid, structure_names: Sequence[str]
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The union of the named structures' dose-grid rows, and each structure's positions within it."""
+    structure_rows = {
+        case.structure(n).name: structure_rows_on_dose_grid(case, n, dose_grid) for n in structure_names
+    }
+    rows = np.unique(np.concatenate(list(structure_rows.values())))
+    return rows, {name: np.searchsorted(rows, r) for name, r in structure_rows.items()}
+
+
+def _checked_matrix(matrix: sparse.sparray | sparse.spmatrix, dose_grid: Grid) -> None:
+    """Refuse anything but a 2-D sparse matrix with one row per dose-grid voxel and some beamlets."""
+    if not sparse.issparse(matrix) or matrix.ndim != 2:
+        raise InputError("the dose-influence matrix must be a 2-D scipy sparse matrix")
+    if matrix.shape[0] != dose_grid.size:
+        raise InputError(
+            f"the dose-influence matrix has {matrix.shape[0]} rows but the dose grid has "
+            f"{dose_grid.size} voxels"
+        )
+    if matrix.shape[1] == 0:
+        raise InputError("the dose-influence matrix has no beamlets")
+
+
+@njit(cache=True)
+def _column_ranges_dose_kernel(indptr, indices, data, lows, highs, weights, out):  # pragma: no cover
+    """out += the dose of columns [lows[n], highs[n]) of a CSC matrix, weighted by consecutive entries of
+    ``weights``, accumulated in float64 column by column."""
+    weight = 0
+    for n in range(lows.size):
+        for column in range(lows[n], highs[n]):
+            value = weights[weight]
+            weight += 1
+            if value != 0.0:
+                for position in range(indptr[column], indptr[column + 1]):
+                    out[indices[position]] += value * data[position]
+
+
+@njit(cache=True)
+def _gather_beam_rows_kernel(  # pragma: no cover - compiled
+    indices, data, starts, stops, beams, column_shifts, out_indptr, out_indices, out_data
+):
+    """Each row's entries of the chosen ``beams`` in their order, their columns shifted to the new
+    numbering. Beam by beam, so each beam's block (held contiguously) is read once from start to end;
+    serial: a copy of a few MB is not worth a parallel region on a busy machine."""
+    cursor = out_indptr[:-1].copy()
+    for n in range(beams.size):
+        beam = beams[n]
+        shift = column_shifts[n]
+        for row in range(cursor.size):
+            at = cursor[row]
+            for position in range(starts[beam, row], stops[beam, row]):
+                out_indices[at] = indices[position] + shift
+                out_data[at] = data[position]
+                at += 1
+            cursor[row] = at
+
+
+def _index_type(columns: int) -> type:
+    """uint16 beamlet indices when they fit, else int32."""
+    return np.uint16 if columns <= 1 << 16 else np.int32
+
+
+@dataclass(frozen=True, eq=False)
+class StructureInfluence:
+    """Dose-influence rows (dose-grid voxels) of some structures, for fast A·x and Aᵀ·g in the optimizer.
+
+    ``positions[name]`` indexes the structure's voxels within the union of rows (the vectors that
+    :meth:`dose_gy` returns and :meth:`backproject` takes). ``matrix`` is the full matrix (CSC), kept for
+    the final dose on the whole dose grid; ``column_ranges`` are the column ranges of ``matrix`` that
+    this influence's beamlets are, in order.
+    """
+
+    matrix: sparse.csc_matrix
+    dose_grid: Grid
+    rows: np.ndarray
+    positions: dict[str, np.ndarray]
+    _csr: tuple[np.ndarray, np.ndarray, np.ndarray]
+    beamlet_count: int
+    column_ranges: tuple[tuple[int, int], ...]
+
+    @classmethod
+    def build(
+        cls,
+        matrix: sparse.sparray | sparse.spmatrix,
+        dose_grid: Grid,
+        case: Case,
+        structure_names: Sequence[str],
+    ) -> StructureInfluence:
+        """Select the rows of the named structures (masks resampled to the dose grid by voxel centre)."""
+        _checked_matrix(matrix, dose_grid)
+        rows, positions = _union_rows(case, dose_grid, structure_names)
+        csc = sparse.csc_matrix(matrix)
+        columns = int(matrix.shape[1])
+        return cls(csc, dose_grid, rows, positions, _selected_rows_csr(csc, rows), columns, ((0, columns),))
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The structures whose rows are held."""
+        return tuple(self.positions)
+
+    @property
+    def entry_count(self) -> int:
+        """Number of stored entries in the union rows."""
+        return int(self._csr[0][-1])
+
+    @cached_property
+    def row_entries(self) -> np.ndarray:
+        """Number of stored entries of each union row."""
+        return np.diff(self._csr[0])
+
+    @cached_property
+    def row_norms(self) -> np.ndarray:
+        """‖Aᵢ‖₂ of each union row (Gy per unit weight): |Aᵢ·Δx| ≤ ‖Aᵢ‖₂·‖Δx‖₂ bounds a dose change."""
+        return _row_norms_kernel(self._csr[0], self._csr[2])
+
+    def dose_gy(self, weights: np.ndarray) -> np.ndarray:
+        """Dose (float64) in the union of the structures' voxels for beamlet ``weights``."""
+        out = np.empty(self.rows.size)
+        self.fill_dose_gy(weights, np.arange(self.rows.size), out)
+        return out
+
+    def fill_dose_gy(self, weights: np.ndarray, positions: np.ndarray, out: np.ndarray) -> None:
+        """Write the dose of the union rows at ``positions`` into ``out`` (float64, one entry per row)."""
+        vector = np.ascontiguousarray(weights, dtype=np.float64)
+        _row_sums_kernel(*self._csr, vector, positions, out)
+
+    def backproject(self, row_gradient: np.ndarray) -> np.ndarray:
+        """Aᵀ·g: a gradient with respect to the union-row doses mapped to the beamlet weights.
+
+        Only the rows where g ≠ 0 cost anything.
+        """
+        return self._transpose_product(row_gradient, squared=False)
+
+    def column_curvature(self, row_curvature: np.ndarray) -> np.ndarray:
+        """Σᵢ cᵢ·Aᵢⱼ²: the Gauss–Newton diagonal of the Hessian in the beamlet weights for a diagonal
+        Hessian c in the union-row doses."""
+        return self._transpose_product(row_curvature, squared=True)
+
+    def _transpose_product(self, row_values: np.ndarray, squared: bool) -> np.ndarray:
+        """Σᵢ vᵢ·Aᵢ (or Aᵢ², entrywise), with the parts' partial sums added in a fixed order."""
+        partial = np.zeros((_TRANSPOSE_PARTS, self.beamlet_count))
+        values = np.ascontiguousarray(row_values, dtype=np.float64)
+        _transpose_product_kernel(*self._csr, values, squared, partial)
+        return partial.sum(axis=0)
+
+    def full_dose_gy(self, weights: np.ndarray) -> np.ndarray:
+        """Dose on every dose-grid voxel (flat ``[k, j, i]``) with the full matrix, accumulated in float64."""
+        matrix = self.matrix
+        lows, highs = (np.array([r[n] for r in self.column_ranges], dtype=np.int64) for n in (0, 1))
+        out = np.zeros(matrix.shape[0])
+        vector = np.ascontiguousarray(weights, dtype=np.float64)
+        _column_ranges_dose_kernel(matrix.indptr, matrix.indices, matrix.data, lows, highs, vector, out)
+        return out
+
+
+@dataclass(frozen=True, eq=False)
+class BeamRows:
+    """The structure rows of every beam of a :class:`DoseInfluence` (e.g. all candidate gantry angles),
+    converted and resampled once, from which :meth:`select` assembles the rows of any subset of beams.
+
+    Each beam's rows are held as one contiguous block (rows in order, columns ascending within a row),
+    its run in row r at ``_starts[b, r]:_stops[b, r]``: a selection copies runs, nothing else.
+    """
+
+    influence: DoseInfluence
+    rows: np.ndarray
+    positions: dict[str, np.ndarray]
+    _blocks: tuple[np.ndarray, np.ndarray, np.ndarray]  # the union rows' CSR indptr; beam-major indices, data
+    _starts: np.ndarray
+    _stops: np.ndarray
+
+    @classmethod
+    def build(cls, influence: DoseInfluence, case: Case, structure_names: Sequence[str]) -> BeamRows:
+        """The named structures' rows of every beam of ``influence``."""
+        _checked_matrix(influence.matrix, influence.dose_grid)
+        rows, positions = _union_rows(case, influence.dose_grid, structure_names)
+        indptr, indices, data = _selected_rows_csr(influence.matrix, rows)
+        counts = [beam.n_beamlets for beam in influence.beams]
+        beam_of_entry = np.repeat(np.arange(len(counts)), counts)[indices]
+        row_of_entry = np.repeat(np.arange(rows.size), np.diff(indptr))
+        per_beam = np.bincount(beam_of_entry * rows.size + row_of_entry, minlength=len(counts) * rows.size)
+        per_beam = per_beam.reshape(len(counts), rows.size)
+        order = np.argsort(beam_of_entry, kind="stable")  # beam-major; row-major, columns sorted within
+        starts = (np.cumsum(per_beam.ravel()) - per_beam.ravel()).reshape(per_beam.shape)
+        return cls(
+            influence, rows, positions, (indptr, indices[order], data[order]), starts, starts + per_beam
+        )
+
+    def select(self, beams: Sequence[int]) -> StructureInfluence:
+        """The rows of these beams (indices into ``influence.beams``), their beamlets in this order: the
+        same matrix :meth:`StructureInfluence.build` makes from these beams stacked in this order."""
+        chosen = np.asarray(beams, dtype=np.int64)
+        if chosen.size == 0 or len(set(chosen.tolist())) != chosen.size:
+            raise InputError(f"a beam selection needs distinct beams, got {list(beams)}")
+        if chosen.min() < 0 or chosen.max() >= len(self.influence.beams):
+            raise InputError(f"beam indices {list(beams)} outside 0…{len(self.influence.beams) - 1}")
+        ranges = tuple(
+            (self.influence.beams[b].columns.start, self.influence.beams[b].columns.stop) for b in chosen
+        )
+        widths = np.array([high - low for low, high in ranges], dtype=np.int64)
+        shifts = np.concatenate([[0], np.cumsum(widths)[:-1]]) - np.array([low for low, _ in ranges])
+        indptr = np.zeros(self.rows.size + 1, dtype=np.int64)
+        np.cumsum(np.sum(self._stops[chosen] - self._starts[chosen], axis=0), out=indptr[1:])
+        indices = np.empty(indptr[-1], dtype=_index_type(int(widths.sum())))
+        data = np.empty(indptr[-1], dtype=np.float32)
+        _gather_beam_rows_kernel(
+            self._blocks[1], self._blocks[2], self._starts, self._stops, chosen, shifts, indptr, indices, data
+        )
+        return StructureInfluence(
+            self.influence.matrix,
+            self.influence.dose_grid,
+            self.rows,
+            self.positions,
+            (indptr, indices, data),
+            int(widths.sum()),
+            ranges,
+        )

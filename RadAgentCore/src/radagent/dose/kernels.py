@@ -21,7 +21,7 @@ import numpy as np
 from numba import get_num_threads, njit, prange
 from scipy.special import erf
 
-__all__ = ["ERF_TABLE", "BeamLattice", "count_entries", "csc_matvec", "csc_rmatvec", "fill_entries"]
+__all__ = ["ERF_TABLE", "BeamLattice", "count_entries", "csc_matvec", "fill_entries"]
 
 ERF_TABLE = erf(np.arange(0.0, 6.0 + 2.0 / 512.0, 1.0 / 512.0))  # step 1/512, as _erf reads it
 _HASH_MULTIPLIER = 0x9E3779B1
@@ -444,16 +444,3 @@ def csc_matvec(
     bounds = np.searchsorted(indptr, targets).astype(np.int64)
     bounds[0], bounds[-1] = 0, len(indptr) - 1
     return _csc_matvec(indptr, indices, data, np.asarray(x, dtype=np.float64), bounds, n_rows)
-
-
-@njit(cache=True, parallel=True)
-def csc_rmatvec(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """``Dᵀ @ y`` (float64) for a CSC matrix: one dot product per column."""
-    n_columns = indptr.shape[0] - 1
-    out = np.empty(n_columns)
-    for column in prange(n_columns):
-        total = 0.0
-        for position in range(indptr[column], indptr[column + 1]):
-            total += data[position] * y[indices[position]]
-        out[column] = total
-    return out

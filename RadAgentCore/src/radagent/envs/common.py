@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,11 @@ class EnvConfig:
     invalid_action_penalty: float = -1.0  # reward of a masked action, which leaves the state unchanged
     log_path: str | Path | None = None  # JSON lines, one per reset and step, appended
     cache_megabytes: float = 4000.0  # dose-influence blocks kept across variants
+    cached_variants: int = 8  # prepared variants (structure rows, observation channels) kept in memory
+
+    def __post_init__(self) -> None:
+        if self.cached_variants < 1:
+            raise InputError(f"cached variants must be ≥ 1, got {self.cached_variants}")
 
 
 @dataclass(frozen=True)
@@ -138,10 +144,10 @@ def evaluate_on_ct(
     weights: RewardWeights,
     objective: float | None = None,
 ) -> EvaluatedPlan:
-    """Resample an agent-grid dose onto the CT grid, renormalize there to D95 = p and evaluate it
-    (``objective``: the optimizer's final value, kept with the plan)."""
+    """Resample an agent-grid dose onto the CT grid, renormalize there to D95 = p and evaluate it without
+    DVH curves (``objective``: the optimizer's final value, kept with the plan)."""
     dose_ct, factor = normalized_dose_on_ct(case, dose_gy, dose_grid)
-    return EvaluatedPlan(dose_ct, evaluate_plan(case, dose_ct, weights), factor, objective)
+    return EvaluatedPlan(dose_ct, evaluate_plan(case, dose_ct, weights, dvh_step_gy=None), factor, objective)
 
 
 def criteria_records(evaluation: PlanEvaluation) -> list[dict[str, Any]]:
@@ -194,6 +200,11 @@ class PlanningEnv(gym.Env):
         card = first.case.protocol.scorecard
         self.scorecard_name: str | None = card.name if card is not None else None
         return first
+
+    def _keep_recent(self, prepared: OrderedDict[int, Any]) -> None:
+        """Drop the least recently used prepared variants beyond ``cached_variants``."""
+        while len(prepared) > self.config.cached_variants:
+            prepared.popitem(last=False)
 
     def _roles(self, case: Case, known: Roles | None, needs_card: bool) -> Roles:
         """Roles of a new variant, held to the OAR count of the first one (the spaces' size)."""

@@ -15,6 +15,7 @@ metrics in ``info`` all come from the CT grid.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -23,6 +24,7 @@ import numpy as np
 from gymnasium import spaces
 
 from radagent.beams import BeamGeometry, equispaced_angles
+from radagent.dose import BeamRows
 from radagent.envs.common import (
     EnvConfig,
     EvaluatedPlan,
@@ -33,7 +35,7 @@ from radagent.envs.common import (
 )
 from radagent.errors import InputError
 from radagent.geometry import Grid, resample
-from radagent.optimize import StructureInfluence, optimize_fluence
+from radagent.optimize import optimize_fluence
 from radagent.patient import Case
 
 __all__ = ["GantryConfig", "GantryEnv"]
@@ -57,6 +59,7 @@ class GantryConfig(EnvConfig):
     observation_shape: tuple[int, int, int] = (16, 32, 32)  # (nk, nj, ni)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.mode not in ("sequential", "refinement"):
             raise InputError(f"gantry mode must be 'sequential' or 'refinement', got {self.mode!r}")
         if self.refinement_action not in ("move", "set"):
@@ -83,11 +86,13 @@ class GantryConfig(EnvConfig):
 
 @dataclass(frozen=True, eq=False)
 class _Patient:
-    """Per-variant precomputation: the case, its roles, the static observation channels, beam bands."""
+    """Per-variant precomputation: the case, its roles, the structure rows of every candidate beam, the
+    static observation channels, beam bands."""
 
     variant: int
     case: Case
     roles: Roles
+    beam_rows: BeamRows  # beam n = candidate n
     grid: Grid  # the observation grid
     static: np.ndarray  # (C − 2, nk, nj, ni): CT, target, OARs, other OARs
     bands: np.ndarray  # (n_candidates, nk, nj, ni) bool
@@ -127,7 +132,7 @@ class GantryEnv(PlanningEnv):
     ) -> None:
         super().__init__(case, variants, config or GantryConfig())
         self.candidates = self.config.candidates_deg
-        self._patients: dict[int, _Patient] = {}
+        self._patients: OrderedDict[int, _Patient] = OrderedDict()
         first = self._prepare_first()
         n, channels = len(self.candidates), first.static.shape[0] + 2
         if self._sets_whole_sets:
@@ -146,10 +151,10 @@ class GantryEnv(PlanningEnv):
         )
 
     def _patient(self, variant: int, case: Case) -> _Patient:
-        """Precompute a variant once: all candidate beams' dose blocks and the static channels."""
+        """Precompute a variant once (kept for a few variants): every candidate beam's dose block and
+        structure rows, and the static channels."""
         if variant not in self._patients:
-            known = next(iter(self._patients.values()), None)
-            roles = self._roles(case, known.roles if known is not None else None, needs_card=False)
+            roles = self._roles(case, getattr(self, "roles", None), needs_card=False)
             influence = self.cache.get(case, self.candidates, self.config.engine)
             grid = observation_grid(influence.dose_grid, self.config.observation_shape)
             ct = np.clip(resample(case.ct_hu, case.grid, grid, fill_value=-1000.0) / 1000.0, *_CT_RANGE)
@@ -165,10 +170,13 @@ class GantryEnv(PlanningEnv):
                 variant,
                 case,
                 roles,
+                BeamRows.build(influence, case, [roles.target, *roles.oars]),
                 grid,
                 np.stack(channels).astype(np.float32),
                 _beam_bands(case, grid, self.candidates),
             )
+            self._keep_recent(self._patients)
+        self._patients.move_to_end(variant)
         return self._patients[variant]
 
     @property
@@ -244,17 +252,15 @@ class GantryEnv(PlanningEnv):
         return self._observation(), float(reward), terminated, truncated, info
 
     def _evaluate(self, angle_indices: list[int]) -> tuple[EvaluatedPlan, np.ndarray]:
-        """Optimize the plan of these candidate beams and evaluate it on the CT grid."""
-        case, roles = self.patient.case, self.patient.roles
-        influence = self.cache.get(case, [self.candidates[a] for a in angle_indices], self.config.engine)
-        rows = StructureInfluence.build(
-            influence.matrix, influence.dose_grid, case, [roles.target, *roles.oars]
-        )
-        result = optimize_fluence(rows, influence.dose_grid, case, settings=self.config.optimizer)
+        """Optimize the plan of these candidate beams (their rows, in this order) and evaluate it on the
+        CT grid."""
+        case = self.patient.case
+        rows = self.patient.beam_rows.select(angle_indices)
+        result = optimize_fluence(rows, rows.dose_grid, case, settings=self.config.optimizer)
         objective = result.objective_history[-1]
         weights = self.config.reward_weights
-        plan = evaluate_on_ct(case, result.dose_gy, influence.dose_grid, weights, objective)
-        dose = resample(result.dose_volume_gy * plan.normalization, influence.dose_grid, self.patient.grid)
+        plan = evaluate_on_ct(case, result.dose_gy, rows.dose_grid, weights, objective)
+        dose = resample(result.dose_volume_gy * plan.normalization, rows.dose_grid, self.patient.grid)
         return plan, np.clip(dose / case.prescription_gy, 0.0, _DOSE_CAP).astype(np.float32)
 
     def _observation(self) -> dict[str, np.ndarray]:

@@ -52,13 +52,13 @@ class TPPConfig(EnvConfig):
     target_dvh_range: tuple[float, float] = (1.0, 1.15)  # fractions of p
     oar_dvh_range: tuple[float, float] = (0.6, 1.1)
     score_weight: float = 4.0  # reward = ΔS_smooth + score_weight·ΔS
-    cached_variants: int = 8  # prepared variants (dose rows) kept in memory
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.start not in ("default", "random"):
             raise InputError(f"TPP start must be 'default' or 'random', got {self.start!r}")
-        if self.max_steps < 1 or self.dvh_levels < 2 or self.cached_variants < 1:
-            raise InputError("max steps, cached variants must be ≥ 1 and DVH levels ≥ 2")
+        if self.max_steps < 1 or self.dvh_levels < 2:
+            raise InputError("max steps must be ≥ 1 and DVH levels ≥ 2")
 
 
 def step_factors(oar_count: int) -> np.ndarray:
@@ -115,15 +115,13 @@ class TPPEnv(PlanningEnv):
     def _patient(self, variant: int, case: Case) -> _Patient:
         """Dose rows of the fixed beams for a variant, computed once and kept for a few variants."""
         if variant not in self._patients:
-            known = next(iter(self._patients.values()), None)
-            roles = self._roles(case, known.roles if known is not None else None, needs_card=True)
+            roles = self._roles(case, getattr(self, "roles", None), needs_card=True)
             influence = self.cache.get(case, self.config.angles_deg, self.config.engine)
             rows = StructureInfluence.build(
                 influence.matrix, influence.dose_grid, case, [roles.target, *roles.oars]
             )
             self._patients[variant] = _Patient(variant, case, roles, influence.dose_grid, rows)
-            while len(self._patients) > self.config.cached_variants:
-                self._patients.popitem(last=False)
+            self._keep_recent(self._patients)
         self._patients.move_to_end(variant)
         return self._patients[variant]
 

@@ -210,7 +210,7 @@ class PlanEvaluation:
     score_max: float | None
     smooth_score: float | None
     reward_terms: RewardTerms
-    dvh_dose_gy: np.ndarray
+    dvh_dose_gy: np.ndarray | None  # None: evaluated without DVH curves (the environments' steps)
     dvh_volume_fractions: Mapping[str, np.ndarray]
 
     @property
@@ -220,11 +220,17 @@ class PlanEvaluation:
 
     def dvh_curves(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Each structure's cumulative DVH as (dose axis in Gy, volume fraction)."""
+        self._check_dvhs()
         return {name: (self.dvh_dose_gy, f) for name, f in self.dvh_volume_fractions.items()}
 
     def dvh_table(self) -> dict[str, np.ndarray]:
         """The DVHs as CSV columns: ``dose_gy``, then the volume % of each structure."""
+        self._check_dvhs()
         return _csv_columns(self.dvh_dose_gy, self.dvh_volume_fractions)
+
+    def _check_dvhs(self) -> None:
+        if self.dvh_dose_gy is None:
+            raise ValueError("this plan was evaluated without DVH curves (dvh_step_gy=None)")
 
     def to_dict(self) -> dict[str, object]:
         """The ``structures`` and ``plan`` sections of the CLI's metrics.json."""
@@ -251,15 +257,17 @@ def evaluate_plan(
     case: Case,
     dose_ct_gy: np.ndarray,
     reward_weights: RewardWeights = DEFAULT_REWARD_WEIGHTS,
-    dvh_step_gy: float = DVH_STEP_GY,
+    dvh_step_gy: float | None = DVH_STEP_GY,
 ) -> PlanEvaluation:
-    """Evaluate a dose on the case's CT grid (Gy) against its protocol's prescription and score card."""
+    """Evaluate a dose on the case's CT grid (Gy) against its protocol's prescription and score card;
+    ``dvh_step_gy=None`` leaves out the DVH curves (the metrics, score and reward stay), which a planning
+    environment's step does not need."""
     doses = structure_doses(case, dose_ct_gy)
     target = case.primary_target
     prescription_gy = case.prescription_gy
     card = case.protocol.scorecard
     criteria = card.evaluate(doses, prescription_gy) if card is not None else ()
-    dvh_axis, dvh_fractions = cumulative_dvhs(doses, dvh_step_gy)
+    dvh_axis, dvh_fractions = cumulative_dvhs(doses, dvh_step_gy) if dvh_step_gy is not None else (None, {})
     body_mean_gy, r50 = dose_spill(case, dose_ct_gy)
     return PlanEvaluation(
         prescription_gy=prescription_gy,

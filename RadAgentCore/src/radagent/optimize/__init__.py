@@ -1,6 +1,6 @@
 """Fluence optimization (METHOD §3): dose objectives, treatment planning parameters and the solver."""
 
-from radagent.optimize.influence import StructureInfluence
+from radagent.dose.influence import StructureInfluence
 from radagent.optimize.objectives import (
     Geud,
     HottestOverdose,

@@ -261,10 +261,21 @@ class MaxDvh(Objective):
 
 
 def _omega_plus(dose_gy: np.ndarray, threshold_gy: float, volume_fraction: float) -> np.ndarray:
-    """Ω⁺ as a boolean mask: the hottest ``volume_fraction`` (ties included) above ``threshold_gy``."""
+    """Ω⁺ as a boolean mask: the hottest ``volume_fraction`` (ties included) above ``threshold_gy``.
+
+    D(V) is the k-th hottest dose. With at most k voxels above the threshold, D(V) is at or below the
+    coldest of them and Ω⁺ is just the voxels above it; with more, the k hottest all lie among them, so
+    D(V) is the k-th hottest of that subset: either way no partial sort of the whole structure.
+    """
     if volume_fraction <= 0:
         return np.zeros(dose_gy.size, dtype=bool)
-    return (dose_gy >= hottest_minimum_gy(dose_gy, volume_fraction)) & (dose_gy > threshold_gy)
+    above = dose_gy > threshold_gy
+    hot = dose_gy[above]
+    count = hottest_voxel_count(volume_fraction, dose_gy.size)
+    if hot.size <= count:
+        return above
+    position = hot.size - count
+    return above & (dose_gy >= np.partition(hot, position)[position])
 
 
 @dataclass(frozen=True)

@@ -33,10 +33,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import sparse
 
+from radagent.dose.influence import StructureInfluence
 from radagent.errors import InputError
 from radagent.evaluate.dvh import hottest_minimum_gy
 from radagent.geometry import Grid
-from radagent.optimize.influence import StructureInfluence
 from radagent.optimize.objectives import Objective, SquaredUnderdose
 from radagent.optimize.quasi_newton import InnerRun, ProjectedLbfgs, ValueAndGradient
 from radagent.optimize.tpp import COVERAGE_WEIGHT, TPPs, tpp_oar_names, tpp_objectives

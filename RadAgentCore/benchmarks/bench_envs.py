@@ -3,8 +3,11 @@
     .venv/bin/python RadAgentCore/benchmarks/bench_envs.py --out results/bench_envs.json
 
 Prostate, 5 mm agent grid, default configurations. Actions are drawn uniformly among the valid ones
-(seeded), so the numbers are for ordinary episodes, not best or worst cases. The default-start scores
-of held-out variants say whether the TPP task is a real one (the sources start at 6.2 ± 1.8 of 9).
+(seeded), so the numbers are for ordinary episodes, not best or worst cases. The random-start TPP
+steps are measured three more times: with one numba thread (``threads=1``), and with and without it
+while a busy-loop process keeps one core occupied (what a parallel rollout or another job does to a
+step: every parallel region waits for its slowest thread). The default-start scores of held-out
+variants say whether the TPP task is a real one (the sources start at 6.2 ± 1.8 of 9).
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -52,7 +57,7 @@ def main() -> None:
     """Run the measurements, print a table, write JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("results/bench_envs.json"))
-    parser.add_argument("--episodes", type=int, default=3)
+    parser.add_argument("--episodes", type=int, default=5)
     parser.add_argument("--held-out", default="30-39", help="variants whose default-start score is reported")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
@@ -65,9 +70,20 @@ def main() -> None:
     report["gantry_sequential_step"] = summary(timed_episodes(gantry, args.episodes, rng))
     gantry.close()
 
-    for start_mode in ("default", "random"):
-        tpp = TPPEnv(case="prostate", config=TPPConfig(start=start_mode))
-        report[f"tpp_step_{start_mode}_start"] = summary(timed_episodes(tpp, args.episodes, rng))
+    runs = [("default", None, False), ("random", None, False), ("random", 1, False)]
+    runs += [("random", None, True), ("random", 1, True)]
+    for start_mode, threads, loaded in runs:
+        tpp = TPPEnv(case="prostate", config=TPPConfig(start=start_mode, threads=threads))
+        key = f"tpp_step_{start_mode}_start" + ("_1_thread" if threads == 1 else "")
+        key += "_busy_core" if loaded else ""
+        busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if loaded else None
+        try:
+            # the same seeded episodes and actions in every run, so the runs differ only in threads and load
+            report[key] = summary(timed_episodes(tpp, args.episodes, np.random.default_rng(1)))
+        finally:
+            if busy is not None:
+                busy.kill()
+                busy.wait()
         tpp.close()
 
     first, last = (int(v) for v in args.held_out.split("-"))
@@ -82,10 +98,10 @@ def main() -> None:
     print(
         f"gantry precompute (36 angles: construction and first reset): {report['gantry_precompute_s']:.1f} s"
     )
-    for key in ("gantry_sequential_step", "tpp_step_default_start", "tpp_step_random_start"):
+    for key in [k for k in report if k.endswith("step") or "_step_" in k]:
         s = report[key]
         print(
-            f"{key:<26} median {s['median_ms']:6.0f} ms  p90 {s['p90_ms']:6.0f} ms  "
+            f"{key:<42} median {s['median_ms']:6.0f} ms  p90 {s['p90_ms']:6.0f} ms  "
             f"max {s['max_ms']:6.0f} ms  ({s['steps']} steps)"
         )
     print(

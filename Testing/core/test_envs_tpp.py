@@ -117,3 +117,21 @@ def test_steps_are_logged_as_json_lines(tmp_path):
     assert step["tpps"]["lambda_Rectum"] == pytest.approx(1.65)
     assert [c["label"] for c in step["criteria"]][:2] == ["PTV D0.03cc", "Bladder V(1.01p)"]
     assert {"reward", "score", "smooth_score", "invalid_action"} <= set(step)
+
+
+def test_one_numba_thread_gives_the_same_steps_and_restores_the_setting():
+    """threads=1 (for shared machines) changes the speed only: the kernels' sums ignore the thread count."""
+    import numba
+
+    before = numba.get_num_threads()
+    results = []
+    for threads in (None, 1):
+        env = TPPEnv(case="prostate", config=small(threads=threads))
+        _, info = env.reset(seed=3)
+        observation, reward, *_ = env.step(int(np.flatnonzero(env.action_masks())[0]))
+        results.append((info["objective"], reward, observation))
+        assert numba.get_num_threads() == before
+    assert results[0][:2] == results[1][:2]
+    np.testing.assert_array_equal(results[0][2], results[1][2])
+    with pytest.raises(InputError, match="threads"):
+        small(threads=0)

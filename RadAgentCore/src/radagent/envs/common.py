@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 import gymnasium as gym
+import numba
 import numpy as np
 
 from radagent.cases import load_case
@@ -57,10 +59,17 @@ class EnvConfig:
     log_path: str | Path | None = None  # JSON lines, one per reset and step, appended
     cache_megabytes: float = 4000.0  # dose-influence blocks kept across variants
     cached_variants: int = 8  # prepared variants (structure rows, observation channels) kept in memory
+    # numba threads of a step's optimization (None: numba's default, every core). Each of the optimizer's
+    # ~500 products per step is one parallel region that waits for its slowest thread, so while other
+    # processes keep a core busy, 2 threads cost 3-4x more than 1 (benchmarks/bench_envs.py): give 1 to
+    # environments that share the machine (parallel rollouts, training beside other jobs).
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         if self.cached_variants < 1:
             raise InputError(f"cached variants must be ≥ 1, got {self.cached_variants}")
+        if self.threads is not None and self.threads < 1:
+            raise InputError(f"threads must be ≥ 1 (or None for numba's default), got {self.threads}")
 
 
 @dataclass(frozen=True)
@@ -200,6 +209,19 @@ class PlanningEnv(gym.Env):
         card = first.case.protocol.scorecard
         self.scorecard_name: str | None = card.name if card is not None else None
         return first
+
+    @contextmanager
+    def _numba_threads(self) -> Iterator[None]:
+        """Run the enclosed numba kernels on ``config.threads`` threads (numba's setting is per thread)."""
+        if self.config.threads is None:
+            yield
+            return
+        previous = numba.get_num_threads()
+        numba.set_num_threads(min(self.config.threads, numba.config.NUMBA_NUM_THREADS))
+        try:
+            yield
+        finally:
+            numba.set_num_threads(previous)
 
     def _keep_recent(self, prepared: OrderedDict[int, Any]) -> None:
         """Drop the least recently used prepared variants beyond ``cached_variants``."""

@@ -255,12 +255,13 @@ class GantryEnv(PlanningEnv):
         """Optimize the plan of these candidate beams (their rows, in this order) and evaluate it on the
         CT grid."""
         case = self.patient.case
-        rows = self.patient.beam_rows.select(angle_indices)
-        result = optimize_fluence(rows, rows.dose_grid, case, settings=self.config.optimizer)
-        objective = result.objective_history[-1]
-        weights = self.config.reward_weights
-        plan = evaluate_on_ct(case, result.dose_gy, rows.dose_grid, weights, objective)
-        dose = resample(result.dose_volume_gy * plan.normalization, rows.dose_grid, self.patient.grid)
+        with self._numba_threads():
+            rows = self.patient.beam_rows.select(angle_indices)
+            result = optimize_fluence(rows, rows.dose_grid, case, settings=self.config.optimizer)
+            objective = result.objective_history[-1]
+            weights = self.config.reward_weights
+            plan = evaluate_on_ct(case, result.dose_gy, rows.dose_grid, weights, objective)
+            dose = resample(result.dose_volume_gy * plan.normalization, rows.dose_grid, self.patient.grid)
         return plan, np.clip(dose / case.prescription_gy, 0.0, _DOSE_CAP).astype(np.float32)
 
     def _observation(self) -> dict[str, np.ndarray]:

@@ -187,16 +187,17 @@ class TPPEnv(PlanningEnv):
     def _evaluate(self, tpps: TPPs) -> EvaluatedPlan:
         """Optimize from a cold start with these TPPs and evaluate the plan on the CT grid."""
         patient = self.patient
-        result = optimize_fluence(
-            patient.rows, patient.dose_grid, patient.case, tpps=tpps, settings=self.config.optimizer
-        )
-        return evaluate_on_ct(
-            patient.case,
-            result.dose_gy,
-            patient.dose_grid,
-            self.config.reward_weights,
-            result.objective_history[-1],
-        )
+        with self._numba_threads():
+            result = optimize_fluence(
+                patient.rows, patient.dose_grid, patient.case, tpps=tpps, settings=self.config.optimizer
+            )
+            return evaluate_on_ct(
+                patient.case,
+                result.dose_gy,
+                patient.dose_grid,
+                self.config.reward_weights,
+                result.objective_history[-1],
+            )
 
     def _observation(self) -> np.ndarray:
         case, roles, levels = self.patient.case, self.patient.roles, self.config.dvh_levels

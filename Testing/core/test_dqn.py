@@ -9,6 +9,8 @@ torch = pytest.importorskip("torch")
 
 from radagent.agents.checkpoint import env_spec  # noqa: E402
 from radagent.agents.dqn import (  # noqa: E402 - after the torch skip
+    DQN_CONFIGS,
+    Checkpoint,
     DQNConfig,
     ReplayBuffer,
     VectorQNetwork,
@@ -124,7 +126,7 @@ def test_tiny_training_writes_a_loadable_checkpoint_and_a_log(trained, tpp_env):
     assert len(episodes) == 4 and [e["length"] for e in episodes] == [6, 6, 6, 6]  # none reached 9
     assert all(np.isfinite(e["return"]) for e in episodes) and episodes[-1]["loss"] is not None
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
-        "checkpoint.json", "model.pt", "train_log.jsonl", "training_state.pt",
+        "checkpoint.json", "model.pt", "replay_buffer.npz", "train_log.jsonl", "training_state.pt",
     ]  # fmt: skip
     obs, _ = tpp_env.reset(seed=3)
     q = checkpoint.network({"vector": torch.as_tensor(obs)[None]})
@@ -192,3 +194,79 @@ def test_tiny_gantry_training_uses_the_3d_cnn(tmp_path):
     assert checkpoint.spec["strict"]["observation_shape"] == [7, 8, 8, 8]
     lengths = [json.loads(line)["length"] for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
     assert lengths == [2] * 5  # masking: every episode adds 2 distinct beams and terminates
+
+
+def _same_weights(first, second):
+    for key, value in first.network.state_dict().items():
+        assert torch.equal(value, second.network.state_dict()[key]), key
+
+
+def _log_without_times(folder):
+    lines = (folder / "train_log.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k != "wall_s"} for line in lines]
+
+
+def test_paused_and_resumed_training_equals_one_run(tmp_path, trained, tpp_env):
+    """24 steps in one run and 13 + 11 resumed (paused mid-episode, after the updates began) give the
+    same weights and the same log: the replay buffer, random states and episode in progress carry over."""
+    out, checkpoint = trained
+    first = train_dqn(tpp_env, TINY, tmp_path / "parts", agent="dqn-tpp", pause_after=13)
+    assert first.record["training"]["step"] == 13
+    resumed = train_dqn(tpp_env, TINY, tmp_path / "parts", agent="dqn-tpp", resume=True)
+    assert resumed.record["training"]["step"] == 24
+    _same_weights(checkpoint, resumed)
+    assert _log_without_times(tmp_path / "parts") == _log_without_times(out)
+    other = DQNConfig(**{**TINY.__dict__, "learning_rate": 1e-2})
+    with pytest.raises(InputError, match="other hyperparameters: learning_rate"):
+        train_dqn(tpp_env, other, tmp_path / "parts", agent="dqn-tpp", resume=True)
+
+
+def test_paused_gantry_training_resumes_mid_episode(tmp_path):
+    config = GantryConfig(engine=COARSE, candidate_step_deg=60.0, beams=2, observation_shape=(8, 8, 8))
+    short = DQNConfig(**{**TINY.__dict__, "total_steps": 12, "learning_starts": 4})
+    whole = train_dqn(GantryEnv("prostate", config=config), short, tmp_path / "whole", agent="dqn-gantry")
+    env = GantryEnv("prostate", config=config)
+    train_dqn(env, short, tmp_path / "parts", agent="dqn-gantry", pause_after=5)
+    resumed = train_dqn(
+        GantryEnv("prostate", config=config), short, tmp_path / "parts", agent="dqn-gantry", resume=True
+    )
+    _same_weights(whole, resumed)
+    assert _log_without_times(tmp_path / "parts") == _log_without_times(tmp_path / "whole")
+
+
+def test_per_environment_hyperparameters_are_the_shipped_agents():
+    """GantryDQNConfig / TPPDQNConfig hold what the shipped checkpoints record; the TPP agent's ε, decayed
+    over 0.4 of its first 2000-step run, is the same schedule as 800/6000 of one 6000-step run."""
+    from dataclasses import asdict
+    from pathlib import Path
+
+    import radagent.agents
+
+    folder = Path(radagent.agents.__file__).parent / "checkpoints"
+    for env, name in (("gantry", "dqn-gantry-prostate"), ("tpp", "dqn-tpp-prostate")):
+        shipped = json.loads((folder / name / "checkpoint.json").read_text())["hyperparameters"]
+        ours = json.loads(json.dumps(asdict(DQN_CONFIGS[env]())))
+        if env == "tpp":
+            assert shipped.pop("exploration_fraction") == 0.1
+            assert ours.pop("exploration_fraction") * 6000 == pytest.approx(0.4 * 2000)
+        assert ours == shipped
+
+
+def test_environments_are_registered_under_versioned_ids_and_checkpoints_record_them(trained, tpp_env):
+    import gymnasium
+
+    from radagent.envs import ENV_IDS
+
+    assert ENV_IDS == {"gantry": "RadAgent/Gantry-v1", "tpp": "RadAgent/TPP-v1"}
+    made = gymnasium.make("RadAgent/TPP-v1", case="prostate", config=TPPConfig(engine=COARSE, max_steps=2))
+    assert isinstance(made.unwrapped, TPPEnv)
+    made.close()
+    out, checkpoint = trained
+    assert checkpoint.spec["strict"]["id"] == "RadAgent/TPP-v1"
+    newer = json.loads(json.dumps(checkpoint.record["env_spec"]))
+    newer["strict"]["id"] = "RadAgent/TPP-v2"
+    with pytest.raises(InputError, match=r"id 'RadAgent/TPP-v2' \(this case/env: 'RadAgent/TPP-v1'\)"):
+        Checkpoint(checkpoint.network, {**checkpoint.record, "env_spec": newer}, out).check(tpp_env)
+    older = json.loads(json.dumps(checkpoint.record["env_spec"]))
+    del older["strict"]["id"]  # the shipped checkpoints predate the ids: version 1
+    Checkpoint(checkpoint.network, {**checkpoint.record, "env_spec": older}, out).check(tpp_env)

@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,6 +21,9 @@ from radagent.errors import InputError
 from radagent.evaluate.metrics import plan_summary
 from radagent.progress import Cancelled
 from radagent.request import PlanRequest
+
+if TYPE_CHECKING:
+    from radagent.agents.dqn import DQNConfig
 
 __all__ = ["main"]
 
@@ -288,9 +291,21 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--env", choices=("gantry", "tpp"), required=True, help="environment to train on")
     train.add_argument("--case", default="prostate", help="built-in case family (default prostate)")
     train.add_argument("--variants", default="0-29", help="training variants, e.g. 0-29 (default)")
-    budget = train.add_mutually_exclusive_group(required=True)
-    budget.add_argument("--episodes", type=_positive_int, help="training budget in episodes")
-    budget.add_argument("--steps", type=_positive_int, help="training budget in environment steps")
+    budget = train.add_mutually_exclusive_group()
+    budget.add_argument(
+        "--episodes", type=_positive_int, help="training budget in episodes (default: the shipped agent's)"
+    )
+    budget.add_argument(
+        "--steps",
+        type=_positive_int,
+        help="training budget in environment steps (default: the shipped agent's)",
+    )
+    train.add_argument(
+        "--pause-after",
+        type=_positive_int,
+        metavar="STEPS",
+        help="stop after this many steps of this call; --resume continues exactly as one run would",
+    )
     _add_experiment_options(train)
     train.add_argument("--include-tpps", action="store_true", help="TPP env: TPPs in the observation")
     train.add_argument(
@@ -559,22 +574,25 @@ def _command_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _hyperparameters(env: str, args: argparse.Namespace) -> dict[str, Any]:
-    """The environment's default DQN hyperparameters with the command line's budget and ``--hp``."""
+def _hyperparameters(env: str, args: argparse.Namespace) -> DQNConfig:
+    """The environment's DQN hyperparameters (what the shipped agent used) with the command line's
+    budget and ``--hp``."""
     from dataclasses import fields
 
-    from radagent.agents.dqn import DQNConfig, default_hyperparameters
+    from radagent.agents.dqn import DQN_CONFIGS
 
-    values = default_hyperparameters(env) | {"seed": args.seed, "torch_threads": args.threads}
-    values |= {"total_steps": args.steps, "total_episodes": args.episodes}
+    config_type = DQN_CONFIGS[env]
+    values: dict[str, Any] = {"seed": args.seed, "torch_threads": args.threads}
+    if args.steps is not None or args.episodes is not None:
+        values |= {"total_steps": args.steps, "total_episodes": args.episodes}
     fixed = ("seed", "torch_threads", "total_steps", "total_episodes", "hidden", "device")
-    types = {f.name: str(f.type) for f in fields(DQNConfig) if f.name not in fixed}
+    types = {f.name: str(f.type) for f in fields(config_type) if f.name not in fixed}
     for name, value in args.hp:
         if name not in types:
             raise InputError(f"--hp {name}: not a DQN hyperparameter (known: {', '.join(types)})")
         kind = types[name]
         values[name] = bool(value) if kind == "bool" else int(value) if kind == "int" else value
-    return values
+    return config_type(**values)
 
 
 def _command_train(args: argparse.Namespace) -> int:
@@ -584,7 +602,7 @@ def _command_train(args: argparse.Namespace) -> int:
 
     agent = trained_agent(args.env)
     try:
-        from radagent.agents.dqn import DQNConfig, train_dqn
+        from radagent.agents.dqn import train_dqn
     except ImportError as error:
         raise InputError(
             f"training needs {error.name}, which this Python cannot import: "
@@ -593,10 +611,10 @@ def _command_train(args: argparse.Namespace) -> int:
     from radagent.experiments import make_env, parse_variants, plot_learning_curves
 
     variants = parse_variants(args.variants)
-    config = DQNConfig(**_hyperparameters(args.env, args))
+    config = _hyperparameters(args.env, args)
     if args.out.exists() and not args.out.is_dir():
         raise InputError(f"--out {args.out} exists and is not a folder")
-    if args.resume and not (args.out / "training_state.pt").is_file():
+    if args.resume and not (args.out / "training_state.pt").is_file():  # train_dqn checks the rest
         raise InputError(f"--resume: {args.out} holds no training run to continue")
     if not args.resume and args.out.is_dir() and any(args.out.iterdir()):
         raise InputError(f"--out {args.out} is not empty; use --resume to continue a run there")
@@ -618,7 +636,14 @@ def _command_train(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     try:
         checkpoint = train_dqn(
-            env, config, args.out, resume=args.resume, agent=agent.name, run_info=run_info, progress=progress
+            env,
+            config,
+            args.out,
+            resume=args.resume,
+            pause_after=args.pause_after,
+            agent=agent.name,
+            run_info=run_info,
+            progress=progress,
         )
     finally:
         progress.close()

@@ -91,6 +91,7 @@ def env_spec(env: GantryEnv | TPPEnv) -> dict[str, Any]:
     if isinstance(env, GantryEnv):
         strict = {
             "env": "gantry",
+            "id": env.env_id,
             "mode": config.mode,
             "beams": config.beams,
             "candidate_step_deg": config.candidate_step_deg,
@@ -101,6 +102,7 @@ def env_spec(env: GantryEnv | TPPEnv) -> dict[str, Any]:
         return {"strict": strict, "info": info}
     strict = {
         "env": "tpp",
+        "id": env.env_id,
         "actions": int(env.action_space.n),
         "observation_size": int(env.observation_space.shape[0]),
         "scored_oars": len(roles.oars),
@@ -117,7 +119,9 @@ def env_spec(env: GantryEnv | TPPEnv) -> dict[str, Any]:
 def check_spec(trained: dict[str, Any], env: GantryEnv | TPPEnv, source: str) -> None:
     """Refuse an environment whose observations or actions differ from those the network learned."""
     current = env_spec(env)["strict"]
-    expected = trained["strict"]
+    # checkpoints from before the ids were recorded were trained on the first version of their env
+    expected = {"id": f"RadAgent/{'Gantry' if trained['strict'].get('env') == 'gantry' else 'TPP'}-v1"}
+    expected |= trained["strict"]
     if expected.get("env") != current["env"]:
         raise InputError(
             f"checkpoint {source} is a {expected.get('env')} agent, not a {current['env']} agent"

@@ -6,10 +6,14 @@ the bootstrap target's max, optional Double-DQN. The gantry observation goes thr
 
 A checkpoint is a folder: ``model.pt`` (the Q-network's ``state_dict``) and ``checkpoint.json`` (the
 network's constructor arguments, the hyperparameters and the environment spec it was trained for).
-Training also keeps ``training_state.pt`` (target network, optimizer, counters and random states) so a
-run can be resumed; the replay buffer is not saved: after a resume, updates wait until it again holds
-``learning_starts`` transitions. This module imports
-torch; the rest of the package does not.
+Training also keeps, beside the checkpoint, ``training_state.pt`` (target network, optimizer, counters,
+every random state and the environment's episode in progress) and ``replay_buffer.npz``, so a run paused
+after some steps (``pause_after``) and resumed trains exactly as one uninterrupted run (same seed, one
+thread: a test). None of that goes into the package. This module imports torch; the rest of the
+package does not.
+
+Hyperparameters: one dataclass per environment, :class:`GantryDQNConfig` and :class:`TPPDQNConfig`,
+whose defaults are what the shipped agents were trained with.
 """
 
 from __future__ import annotations
@@ -32,12 +36,14 @@ from radagent.io.atomic import atomic_path
 from radagent.progress import ProgressCallback, report
 
 __all__ = [
+    "DQN_CONFIGS",
     "Checkpoint",
     "DQNConfig",
+    "GantryDQNConfig",
     "ReplayBuffer",
+    "TPPDQNConfig",
     "VectorQNetwork",
     "VolumeQNetwork",
-    "default_hyperparameters",
     "greedy_action",
     "load_checkpoint",
     "save_checkpoint",
@@ -119,27 +125,38 @@ class DQNConfig:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in known})
 
 
-def default_hyperparameters(env: str) -> dict[str, Any]:
-    """The hyperparameters the shipped agents were trained with, per environment (overridable)."""
-    if env == "gantry":  # 7-step episodes of ~0.5 MB observations: a smaller buffer, no discount
-        return {
-            "gamma": 1.0,
-            "buffer_size": 6_000,
-            "batch_size": 32,
-            "learning_starts": 300,
-            "target_update_every": 200,
-        }
-    # ~0.2–1 s per step (one cold-start optimization): few transitions, so several updates per step
-    return {
-        "gamma": 0.9,
-        "learning_rate": 1e-3,
-        "hidden": (128, 128),
-        "buffer_size": 20_000,
-        "learning_starts": 200,
-        "gradient_steps": 4,
-        "exploration_fraction": 0.4,
-        "target_update_every": 100,
-    }
+@dataclass(frozen=True)
+class GantryDQNConfig(DQNConfig):
+    """dqn-gantry as shipped: 1000 episodes of 7 steps (~0.5 MB observations: a smaller buffer), no
+    discount (the episode's return is the final plan's reward)."""
+
+    total_steps: int | None = None
+    total_episodes: int | None = 1000
+    gamma: float = 1.0
+    buffer_size: int = 6_000
+    batch_size: int = 32
+    learning_starts: int = 300
+    target_update_every: int = 200
+
+
+@dataclass(frozen=True)
+class TPPDQNConfig(DQNConfig):
+    """dqn-tpp as shipped: 6000 steps, few transitions for their cost (one optimization each), so several
+    updates per step. ε decayed over the first 800 steps (0.4 of a first 2000-step run; the shipped run
+    was then resumed in 1000-step parts with ε at its floor): 800/6000 of the whole budget here."""
+
+    total_steps: int | None = 6_000
+    gamma: float = 0.9
+    learning_rate: float = 1e-3
+    hidden: tuple[int, ...] = (128, 128)
+    buffer_size: int = 20_000
+    learning_starts: int = 200
+    gradient_steps: int = 4
+    exploration_fraction: float = 800 / 6_000
+    target_update_every: int = 100
+
+
+DQN_CONFIGS: dict[str, type[DQNConfig]] = {"gantry": GantryDQNConfig, "tpp": TPPDQNConfig}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -308,6 +325,30 @@ class ReplayBuffer:
         self.position = (n + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
 
+    def save(self, path: Path) -> None:
+        """Write the stored transitions (not the empty rest of the ring) and the ring position."""
+        arrays: dict[str, np.ndarray] = {"size": np.array(self.size), "position": np.array(self.position)}
+        for name in ("actions", "rewards", "terminated", "next_masks"):
+            arrays[name] = getattr(self, name)[: self.size]
+        for key in self.obs:
+            arrays[f"obs.{key}"] = self.obs[key][: self.size]
+            arrays[f"next_obs.{key}"] = self.next_obs[key][: self.size]
+        with atomic_path(path) as temporary, Path(temporary).open("wb") as file:
+            np.savez(file, **arrays)
+
+    def restore(self, path: Path) -> None:
+        """Refill the ring from :meth:`save`'s file (same capacity and observation shapes)."""
+        with np.load(path) as saved:
+            size = int(saved["size"])
+            if size > self.capacity or saved["next_masks"].shape[1:] != self.next_masks.shape[1:]:
+                raise InputError(f"{path} holds another replay buffer than this run's")
+            self.size, self.position = size, int(saved["position"])
+            for name in ("actions", "rewards", "terminated", "next_masks"):
+                getattr(self, name)[:size] = saved[name]
+            for key in self.obs:
+                self.obs[key][:size] = saved[f"obs.{key}"]
+                self.next_obs[key][:size] = saved[f"next_obs.{key}"]
+
     def sample(self, batch_size: int, device: torch.device) -> dict[str, Any]:
         """A uniform random batch as tensors."""
         index = self.rng.integers(self.size, size=batch_size)
@@ -409,6 +450,13 @@ class _Trainer:
     wall_s: float = 0.0
 
 
+def _generator(state: dict[str, Any]) -> np.random.Generator:
+    """A numpy generator continuing from a saved ``bit_generator.state``."""
+    generator = np.random.default_rng()
+    generator.bit_generator.state = state
+    return generator
+
+
 def train_dqn(
     env: PlanningEnvType,
     config: DQNConfig,
@@ -416,14 +464,20 @@ def train_dqn(
     *,
     agent: str,
     resume: bool = False,
+    pause_after: int | None = None,
     run_info: dict[str, Any] | None = None,
     progress: ProgressCallback | None = None,
 ) -> Checkpoint:
-    """Train a DQN on ``env`` for ``config.total_steps`` environment steps and write the checkpoint to
-    ``out`` (``train_log.jsonl`` gets one line per episode), recording the registry ``agent`` it is for.
-    With ``resume`` it continues the run in ``out`` from its last saved state. Returns the final
-    checkpoint."""
+    """Train a DQN on ``env`` until ``config``'s budget is used and write the checkpoint to ``out``
+    (``train_log.jsonl`` gets one line per episode), recording the registry ``agent`` it is for.
+
+    ``pause_after``: stop after that many steps of this call, keeping everything a resume needs;
+    ``resume``: continue the run in ``out`` exactly where it stopped (replay buffer, random states,
+    the episode in progress), so paused-and-resumed parts train the same weights as one run. Returns the
+    checkpoint written last."""
     out = Path(out)
+    if pause_after is not None and pause_after < 1:
+        raise InputError(f"pause_after must be ≥ 1 step, got {pause_after}")
     device = config.torch_device()
     seed_everything(config.seed, config.torch_threads)
     architecture = architecture_for(env, config)
@@ -431,35 +485,46 @@ def train_dqn(
     target_network = build_network(architecture).to(device)
     optimizer = torch.optim.Adam(q_network.parameters(), lr=config.learning_rate)
     trainer = _Trainer()
-    state_path = out / "training_state.pt"
+    state_path, buffer_path = out / "training_state.pt", out / "replay_buffer.npz"
+    episode_return, episode_steps, losses = 0.0, 0, []
     if resume:
         checkpoint = load_checkpoint(out)
         checkpoint.check(env)
-        if not state_path.is_file():
-            raise InputError(f"cannot resume: {state_path} is missing")
+        for path in (state_path, buffer_path):
+            if not path.is_file():
+                raise InputError(f"cannot resume: {path} is missing")
         saved = torch.load(state_path, map_location=device, weights_only=True)  # tensors and plain values
+        budget = ("total_steps", "total_episodes", "checkpoint_every")  # a resume may extend the budget
+        before = {k: v for k, v in saved.get("hyperparameters", {}).items() if k not in budget}
+        changed = sorted(k for k, v in asdict(config).items() if k not in budget and before.get(k) != v)
+        if changed:
+            raise InputError(
+                f"cannot resume the run in {out} with other hyperparameters: {', '.join(changed)}"
+            )
         q_network.load_state_dict(checkpoint.network.state_dict())
         target_network.load_state_dict(saved["target"])
         optimizer.load_state_dict(saved["optimizer"])
         trainer = _Trainer(**saved["trainer"])
         torch.set_rng_state(saved["torch_rng"])
-        rng = np.random.default_rng()
-        rng.bit_generator.state = saved["numpy_rng"]
-        env.np_random = np.random.default_rng()
-        env.np_random.bit_generator.state = saved["env_rng"]
-        obs, _ = env.reset()
+        rng = _generator(saved["numpy_rng"])
+        env.np_random = _generator(saved["env_rng"])
+        obs = env.restore_episode(saved["episode_state"])
+        episode_return, episode_steps = saved["episode_return"], saved["episode_steps"]
+        losses = list(saved["losses"])
     else:
         target_network.load_state_dict(q_network.state_dict())
         rng = np.random.default_rng(config.seed)
         obs, _ = env.reset(seed=config.seed)
     spec = env_spec(env)
     buffer = ReplayBuffer(config.buffer_size, _as_arrays(obs), int(env.action_space.n), config.seed + 1)
+    if resume:
+        buffer.restore(buffer_path)
+        buffer.rng = _generator(saved["buffer_rng"])
     out.mkdir(parents=True, exist_ok=True)
     log = (out / "train_log.jsonl").open("a" if resume else "w", encoding="utf-8")
     start = time.perf_counter() - trainer.wall_s
-    episode_return, episode_steps, losses = 0.0, 0, []
 
-    def save() -> None:
+    def save_checkpoint_now() -> None:
         trainer.wall_s = time.perf_counter() - start
         record = {
             "agent": agent,
@@ -468,19 +533,33 @@ def train_dqn(
             "training": {**asdict(trainer), "device": str(device), **(run_info or {})},
         }
         save_checkpoint(out, q_network, architecture, record)
+
+    def save_training_state() -> None:
+        """What a resume needs besides the checkpoint (written when a call ends, not at every checkpoint:
+        the gantry buffer alone is up to ~2.7 GB)."""
+        buffer.save(buffer_path)
         state = {
+            "hyperparameters": asdict(config),
             "target": target_network.state_dict(),
             "optimizer": optimizer.state_dict(),
             "trainer": asdict(trainer),
             "torch_rng": torch.get_rng_state(),
             "numpy_rng": rng.bit_generator.state,
             "env_rng": env.np_random.bit_generator.state,
+            "buffer_rng": buffer.rng.bit_generator.state,
+            "episode_state": env.episode_state(),
+            "episode_return": episode_return,
+            "episode_steps": episode_steps,
+            "losses": losses,
         }
         with atomic_path(state_path) as temporary:
             torch.save(state, temporary)
 
+    steps_this_call = 0
     try:
         while config.progress(trainer.step, trainer.episode) < 1.0:
+            if pause_after is not None and steps_this_call >= pause_after:
+                break
             epsilon = config.epsilon(config.progress(trainer.step, trainer.episode))
             mask = env.action_masks()
             if rng.random() < epsilon:
@@ -491,6 +570,7 @@ def train_dqn(
             buffer.add(_as_arrays(obs), action, reward, _as_arrays(next_obs), terminated, env.action_masks())
             obs = next_obs
             trainer.step += 1
+            steps_this_call += 1
             episode_return += reward
             episode_steps += 1
 
@@ -532,8 +612,9 @@ def train_dqn(
                 episode_return, episode_steps, losses = 0.0, 0, []
                 obs, _ = env.reset()
             if trainer.step % config.checkpoint_every == 0:
-                save()
-        save()
+                save_checkpoint_now()
+        save_checkpoint_now()
+        save_training_state()
     finally:
         log.close()
     return load_checkpoint(out)

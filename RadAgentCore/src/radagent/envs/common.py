@@ -116,9 +116,15 @@ class CaseSource:
         """A variant drawn uniformly with ``rng`` (no draw when there is one) and its case."""
         index = int(rng.integers(len(self.variants))) if len(self.variants) > 1 else 0
         variant = self.variants[index]
+        return variant, self.case(variant)
+
+    def case(self, variant: int) -> Case:
+        """The case of one of the source's variants."""
+        if variant not in self.variants:
+            raise InputError(f"variant {variant} is not among this environment's {list(self.variants)}")
         if variant not in self._cases:
             self._cases[variant] = load_case(self.name, variant)
-        return variant, self._cases[variant]
+        return self._cases[variant]
 
 
 @dataclass(frozen=True)

@@ -124,6 +124,10 @@ def _beam_bands(case: Case, grid: Grid, candidates: tuple[float, ...]) -> np.nda
 class GantryEnv(PlanningEnv):
     """Beam-angle selection, sequential (add one candidate per step) or refinement (move one beam)."""
 
+    # The version changes whenever observations, actions, rewards or dynamics change meaning; checkpoints
+    # record it and are refused by another version.
+    env_id = "RadAgent/Gantry-v1"
+
     def __init__(
         self,
         case: str | Case = "prostate",
@@ -218,6 +222,27 @@ class GantryEnv(PlanningEnv):
         info = self._info(invalid=False)
         self._log_event("reset", self._record(None, 0.0, info))
         return self._observation(), info
+
+    def episode_state(self) -> dict[str, Any]:
+        """The episode in progress as plain values (a paused training run saves it)."""
+        return {
+            "episode": self._episode,
+            "variant": self.patient.variant,
+            "steps": self._steps,
+            "angles": [int(a) for a in self._angles],  # candidate indices, in the order chosen
+        }
+
+    def restore_episode(self, state: dict[str, Any]) -> dict[str, np.ndarray]:
+        """Continue the episode :meth:`episode_state` described (its plan re-optimized, which is
+        deterministic) and return its observation; the random generator is the caller's to restore."""
+        self.patient = self._patient(int(state["variant"]), self.source.case(int(state["variant"])))
+        self._episode, self._steps = int(state["episode"]), int(state["steps"])
+        self._angles = [int(a) for a in state["angles"]]
+        self._plan = None
+        self._dose_obs = np.zeros(self.config.observation_shape, dtype=np.float32)
+        if self._angles:
+            self._plan, self._dose_obs = self._evaluate(self._angles)
+        return self._observation()
 
     def step(self, action: Any):
         """Apply one action; an invalid one is a penalized no-op flagged ``info["invalid_action"]``."""

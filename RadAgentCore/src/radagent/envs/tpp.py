@@ -93,6 +93,10 @@ def _given_tpps(given: Any, template: TPPs) -> TPPs:
 class TPPEnv(PlanningEnv):
     """Tune the 3 + 3N TPPs of a fixed-beam plan towards the score card's maximum."""
 
+    # The version changes whenever observations, actions, rewards or dynamics change meaning; checkpoints
+    # record it and are refused by another version.
+    env_id = "RadAgent/TPP-v1"
+
     def __init__(
         self,
         case: str | Case = "prostate",
@@ -164,6 +168,24 @@ class TPPEnv(PlanningEnv):
         info = self._info(invalid=False)
         self._log_event("reset", self._record(None, 0.0, info))
         return self._observation(), info
+
+    def episode_state(self) -> dict[str, Any]:
+        """The episode in progress as plain values (a paused training run saves it)."""
+        return {
+            "episode": self._episode,
+            "variant": self.patient.variant,
+            "steps": self._steps,
+            "tpps": [float(v) for v in self.tpps.values],
+        }
+
+    def restore_episode(self, state: dict[str, Any]) -> np.ndarray:
+        """Continue the episode :meth:`episode_state` described (its plan re-optimized, which is
+        deterministic) and return its observation; the random generator is the caller's to restore."""
+        self.patient = self._patient(int(state["variant"]), self.source.case(int(state["variant"])))
+        self.tpps = TPPs(self.patient.roles.oars, tuple(float(v) for v in state["tpps"]))
+        self._episode, self._steps = int(state["episode"]), int(state["steps"])
+        self._plan = self._evaluate(self.tpps)
+        return self._observation()
 
     def step(self, action: int):
         """Apply one TPP step and re-optimize; an invalid one is a penalized no-op flagged in ``info``."""

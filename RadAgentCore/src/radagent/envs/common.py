@@ -8,7 +8,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, ClassVar
 
 import gymnasium as gym
 import numba
@@ -199,6 +199,9 @@ class PlanningEnv(gym.Env):
     """What GantryEnv and TPPEnv share: case source, dose cache, role mapping, action check, step log."""
 
     metadata = {"render_modes": []}  # noqa: RUF012 - gymnasium's class attribute
+    # The gymnasium id; its version changes whenever observations, actions, rewards or dynamics change
+    # meaning. Checkpoints record it and are refused by another version.
+    env_id: ClassVar[str]
 
     def __init__(self, case: str | Case, variants: Sequence[int] | None, config: EnvConfig) -> None:
         self.config = config
@@ -206,6 +209,7 @@ class PlanningEnv(gym.Env):
         self.cache = DoseInfluenceCache(config.cache_megabytes)
         self._log = StepLog(config.log_path)
         self._episode = -1
+        self._patients: OrderedDict[int, Any] = OrderedDict()  # prepared variants, least recent first
 
     def _prepare_first(self) -> Any:
         """Prepare the first variant (the env's ``_patient``) and record its roles and score card name,

@@ -15,7 +15,6 @@ metrics in ``info`` all come from the CT grid.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -124,8 +123,6 @@ def _beam_bands(case: Case, grid: Grid, candidates: tuple[float, ...]) -> np.nda
 class GantryEnv(PlanningEnv):
     """Beam-angle selection, sequential (add one candidate per step) or refinement (move one beam)."""
 
-    # The version changes whenever observations, actions, rewards or dynamics change meaning; checkpoints
-    # record it and are refused by another version.
     env_id = "RadAgent/Gantry-v1"
 
     def __init__(
@@ -136,7 +133,6 @@ class GantryEnv(PlanningEnv):
     ) -> None:
         super().__init__(case, variants, config or GantryConfig())
         self.candidates = self.config.candidates_deg
-        self._patients: OrderedDict[int, _Patient] = OrderedDict()
         first = self._prepare_first()
         n, channels = len(self.candidates), first.static.shape[0] + 2
         if self._sets_whole_sets:

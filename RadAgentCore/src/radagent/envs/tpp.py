@@ -10,7 +10,6 @@ plan evaluated on the CT grid, which every number in ``info`` and the reward use
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -93,8 +92,6 @@ def _given_tpps(given: Any, template: TPPs) -> TPPs:
 class TPPEnv(PlanningEnv):
     """Tune the 3 + 3N TPPs of a fixed-beam plan towards the score card's maximum."""
 
-    # The version changes whenever observations, actions, rewards or dynamics change meaning; checkpoints
-    # record it and are refused by another version.
     env_id = "RadAgent/TPP-v1"
 
     def __init__(
@@ -104,7 +101,6 @@ class TPPEnv(PlanningEnv):
         config: TPPConfig | None = None,
     ) -> None:
         super().__init__(case, variants, config or TPPConfig())
-        self._patients: OrderedDict[int, _Patient] = OrderedDict()
         first = self._prepare_first()
         self.oar_count = len(first.roles.oars)
         self.factors = step_factors(self.oar_count)

@@ -355,9 +355,10 @@ def main() -> None:
     report["tg119_nine_beams"] = tg119_nine_beam_plan(tg119)
     print_table(report)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    temporary = args.out.with_name(f".{args.out.name}.partial")
-    temporary.write_text(json.dumps(report, indent=2, default=float) + "\n")
-    os.replace(temporary, args.out)
+    from radagent.io.atomic import atomic_path  # the package's one atomic writer
+
+    with atomic_path(args.out) as temporary:
+        temporary.write_text(json.dumps(report, indent=2, default=float) + "\n")
     print(f"\nwrote {args.out}")
 
 

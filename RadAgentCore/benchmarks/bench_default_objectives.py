@@ -169,9 +169,10 @@ def main() -> None:
             "TG-119 C-shape, 9 beams, 2.5 mm dose grid, parameters set by hand", report["tg119_explicit"]
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    temporary = args.out.with_name(f".{args.out.name}.partial")
-    temporary.write_text(json.dumps(report, indent=2, default=float) + "\n")
-    os.replace(temporary, args.out)
+    from radagent.io.atomic import atomic_path  # the package's one atomic writer
+
+    with atomic_path(args.out) as temporary:
+        temporary.write_text(json.dumps(report, indent=2, default=float) + "\n")
     print(f"\nwrote {args.out}")
 
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from radagent.envs import GantryEnv, TPPEnv
 from radagent.envs.tpp import TPPConfig
+from radagent.io.atomic import atomic_path
 
 
 def timed_episodes(env, episodes: int, rng: np.random.Generator) -> list[float]:
@@ -109,9 +110,8 @@ def main() -> None:
         f"± {np.std(scores, ddof=1):.2f} of 9 ({', '.join(f'{s:.1f}' for s in scores)})"
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    temporary = args.out.with_name(f".{args.out.name}.partial")
-    temporary.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(temporary, args.out)
+    with atomic_path(args.out) as temporary:
+        temporary.write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

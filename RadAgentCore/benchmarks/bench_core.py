@@ -354,11 +354,9 @@ def main() -> None:
             report["pyradplan_comparison"] = pyradplan_comparison(tg119, dose_path, report["warm"]["cshape"])
     report["tg119_nine_beams"] = tg119_nine_beam_plan(tg119)
     print_table(report)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    from radagent.io.atomic import atomic_path  # the package's one atomic writer
+    from radagent.io.atomic import write_text_atomic  # the package's one atomic writer
 
-    with atomic_path(args.out) as temporary:
-        temporary.write_text(json.dumps(report, indent=2, default=float) + "\n")
+    write_text_atomic(args.out, json.dumps(report, indent=2, default=float) + "\n")
     print(f"\nwrote {args.out}")
 
 

@@ -168,11 +168,9 @@ def main() -> None:
         print_rows(
             "TG-119 C-shape, 9 beams, 2.5 mm dose grid, parameters set by hand", report["tg119_explicit"]
         )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    from radagent.io.atomic import atomic_path  # the package's one atomic writer
+    from radagent.io.atomic import write_text_atomic  # the package's one atomic writer
 
-    with atomic_path(args.out) as temporary:
-        temporary.write_text(json.dumps(report, indent=2, default=float) + "\n")
+    write_text_atomic(args.out, json.dumps(report, indent=2, default=float) + "\n")
     print(f"\nwrote {args.out}")
 
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from radagent.envs import GantryEnv, TPPEnv
 from radagent.envs.tpp import TPPConfig
-from radagent.io.atomic import atomic_path
+from radagent.io.atomic import write_text_atomic
 
 
 def timed_episodes(env, episodes: int, rng: np.random.Generator) -> list[float]:
@@ -109,9 +109,7 @@ def main() -> None:
         f"default-start score, variants {args.held_out}: {np.mean(scores):.2f} "
         f"± {np.std(scores, ddof=1):.2f} of 9 ({', '.join(f'{s:.1f}' for s in scores)})"
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(args.out) as temporary:
-        temporary.write_text(json.dumps(report, indent=2) + "\n")
+    write_text_atomic(args.out, json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

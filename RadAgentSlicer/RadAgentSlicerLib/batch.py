@@ -28,7 +28,7 @@ from radagent.errors import InputError
 from radagent.evaluate.metrics import plan_summary
 from radagent.io.results import staged_folder, write_plan_outputs
 from radagent.request import DEFAULT_FRACTIONS, PlanRequest
-from RadAgentSlicerLib.logic import PlanningLogic, PlanningResult
+from RadAgentSlicerLib.logic import PlanningLogic, PlanNodes
 
 __all__ = ["find_cases", "load_inputs", "main", "new_scene", "plan_case_files", "save_results"]
 
@@ -128,7 +128,7 @@ def _read_node(scene: Any, path: Path, node_class: str, storage_class: str, what
     return node
 
 
-def save_results(scene: Any, result: PlanningResult, folder: Path, save_scene: bool) -> None:
+def save_results(scene: Any, result: PlanNodes, folder: Path, save_scene: bool) -> None:
     """Write the plan's files into ``folder`` with the core's writer (as the CLI does, without the
     report figure), and the scene as ``scene.mrb`` when asked."""
     write_plan_outputs(

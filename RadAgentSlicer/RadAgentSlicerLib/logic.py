@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PlanningJob", "PlanningLogic", "PlanningResult"]
+__all__ = ["PlanNodes", "PlanningJob", "PlanningLogic"]
 
 ProgressCallback = Callable[[float, str], bool | None]
 # How the core's messages name the request's fields in this module's terms (see radagent.request).
@@ -27,8 +27,9 @@ SLICER_WORDS = {"targets": "target segment", "oars": "organ-at-risk segment", "b
 
 
 @dataclass
-class PlanningResult:
-    """The nodes a plan added to the scene, and its numbers (``metrics`` = the CLI's metrics.json)."""
+class PlanNodes:
+    """A finished plan as scene nodes (dose, DVH table and chart, beams) and its numbers (``metrics`` =
+    the CLI's metrics.json)."""
 
     doseVolumeNode: Any
     dvhTableNode: Any
@@ -222,7 +223,7 @@ class PlanningLogic:
         *,
         name: str | None = None,
         **choices: Any,
-    ) -> PlanningResult:
+    ) -> PlanNodes:
         """Plan in this process and add the dose, DVH table and chart, and beams to the scene. ``choices``
         are :meth:`request`'s keyword arguments (body, scorecard, angles, tppAgent, agent options, …).
 
@@ -283,7 +284,7 @@ class PlanningLogic:
         case: Any,
         output: Any,
         name: str | None = None,
-    ) -> PlanningResult:
+    ) -> PlanNodes:
         """Add a computed plan's nodes to the scene: dose (SlicerRT-compatible) and DVH under a new study
         item, a DVH chart, one model per beam, and SlicerRT plan/beam nodes when SlicerRT is present."""
         from radagent.errors import InputError
@@ -308,7 +309,7 @@ class PlanningLogic:
             rt_plan = slicerrt.add_rt_plan(
                 self.scene, ctVolumeNode, segmentationNode, case, beams, half_field, study, f"{label} RT plan"
             )
-        return PlanningResult(
+        return PlanNodes(
             dose, table, chart, dvh, models, study, output.metrics, output.description, rt_plan, case
         )
 
@@ -358,7 +359,7 @@ class PlanningJob:
         self.process.cancel()
         self.close()
 
-    def importResults(self, name: str | None = None) -> PlanningResult:
+    def importResults(self, name: str | None = None) -> PlanNodes:
         """Add the finished plan's nodes to the scene (main thread only), then remove the job folder."""
         from radagent.errors import InputError
         from RadAgentSlicerLib.worker import read_output

@@ -20,7 +20,7 @@ import numpy as np
 from radagent.errors import InputError
 from radagent.io.atomic import atomic_path
 
-__all__ = ["CASE_FILE", "OUTPUT_FILE", "REQUEST_FILE", "PlanOutput", "compute", "main", "read_output"]
+__all__ = ["CASE_FILE", "OUTPUT_FILE", "REQUEST_FILE", "WorkerOutput", "compute", "main", "read_output"]
 
 CASE_FILE, REQUEST_FILE = "case.npz", "request.json"
 OUTPUT_DOSE_FILE, OUTPUT_FILE = "output.npz", "output.json"
@@ -28,23 +28,23 @@ EXIT_BAD_INPUT = 2
 
 
 @dataclass
-class PlanOutput:
-    """What a plan returns to the scene: the dose on the CT grid (Gy), metrics.json and plan.json."""
+class WorkerOutput:
+    """What the worker hands back to the scene: the dose on the CT grid (Gy), metrics.json and plan.json."""
 
     dose_ct_gy: np.ndarray
     metrics: dict[str, Any]
     description: dict[str, Any]
 
 
-def compute(request: Any, case: Any = None, progress: Any = None) -> PlanOutput:
-    """Plan a core request (on ``case`` when the caller built it from its scene) as a PlanOutput."""
+def compute(request: Any, case: Any = None, progress: Any = None) -> WorkerOutput:
+    """Plan a core request (on ``case`` when the caller built it from its scene) as a WorkerOutput."""
     from radagent.request import run_plan
 
     planned = run_plan(request, case, progress)
-    return PlanOutput(planned.plan.dose_ct_gy.astype(np.float32), planned.metrics(), planned.description())
+    return WorkerOutput(planned.plan.dose_ct_gy.astype(np.float32), planned.metrics(), planned.description())
 
 
-def write_output(output: PlanOutput, folder: str | Path) -> None:
+def write_output(output: WorkerOutput, folder: str | Path) -> None:
     """Save the output: dose first, the JSON last, so a present ``output.json`` means a complete output."""
     folder = Path(folder)
     with atomic_path(folder / OUTPUT_DOSE_FILE) as temporary, temporary.open("wb") as handle:
@@ -54,13 +54,13 @@ def write_output(output: PlanOutput, folder: str | Path) -> None:
         temporary.write_text(text)
 
 
-def read_output(folder: str | Path) -> PlanOutput:
+def read_output(folder: str | Path) -> WorkerOutput:
     """The output saved by :func:`write_output`."""
     folder = Path(folder)
     payload = json.loads((folder / OUTPUT_FILE).read_text())
     with np.load(folder / OUTPUT_DOSE_FILE) as data:
         dose = data["dose_ct_gy"]
-    return PlanOutput(dose, payload["metrics"], payload["description"])
+    return WorkerOutput(dose, payload["metrics"], payload["description"])
 
 
 def _emit(record: dict[str, Any]) -> None:

@@ -155,7 +155,7 @@ def test_beam_rows_select_the_matrix_that_stacking_those_beams_gives(small_case)
     angles = [0.0, 60.0, 120.0, 200.0, 290.0]
     influence = compute_dose_influence(small_case, angles)
     names = [s.name for s in small_case.structures if s.role is not Role.BODY]
-    beam_rows = BeamRows.build(influence, small_case, names)
+    beam_rows = BeamRows.of_influence(influence, small_case, names)
     rng = np.random.default_rng(3)
     for chosen in ([4, 0, 2], [1], [3, 2, 1, 0, 4]):
         columns = np.concatenate([np.arange(influence.n_beamlets)[influence.beam_columns(b)] for b in chosen])

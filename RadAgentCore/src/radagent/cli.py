@@ -63,34 +63,28 @@ def _tpp(text: str) -> tuple[str, float]:
     return name.strip(), number
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not np.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
+def _number_at_least(
+    convert: Callable[[str], float], minimum: float, strict: bool, rule: str
+) -> Callable[[str], Any]:
+    """An argparse type: ``convert`` (int or float) of the text, finite and ≥ ``minimum`` (> when
+    ``strict``); a bad value's one-line message says it ``must be <rule>``."""
+    noun = "an integer" if convert is int else "a number"
+
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {noun}") from None
+        if not np.isfinite(value) or value < minimum or (strict and value == minimum):
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {text}")
+        return value
+
+    return parse
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
+_positive_float = _number_at_least(float, 0.0, True, "a positive number")
+_positive_int = _number_at_least(int, 1, False, "at least 1")
+_non_negative_int = _number_at_least(int, 0, False, "0 or more")
 
 
 def _add_case_inputs(parser: argparse.ArgumentParser) -> None:

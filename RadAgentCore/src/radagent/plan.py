@@ -15,8 +15,9 @@ from radagent import RESEARCH_USE_ONLY
 from radagent.beams import DEFAULT_BEAMS, equispaced_angles
 from radagent.dose import DoseEngineSettings, DoseInfluence, DoseInfluenceCache, compute_dose_influence
 from radagent.errors import InputError
-from radagent.evaluate.dvh import hottest_minimum_gy
-from radagent.evaluate.metrics import PlanEvaluation, dose_on_ct_grid, evaluate_plan
+from radagent.evaluate.dvh import normalization_factor
+from radagent.evaluate.metrics import DVH_STEP_GY, PlanEvaluation, dose_on_ct_grid, evaluate_plan
+from radagent.evaluate.reward import DEFAULT_REWARD_WEIGHTS, RewardWeights
 from radagent.geometry import Grid
 from radagent.optimize import (
     OptimizationResult,
@@ -27,16 +28,20 @@ from radagent.optimize import (
     uniform_fluence,
 )
 from radagent.optimize.default_objectives import default_objectives
+from radagent.optimize.solver import InfluenceInput
 from radagent.patient import Case, Role
 from radagent.progress import ProgressCallback, report, scaled
 
 __all__ = [
+    "PlanFluence",
     "PlanResult",
     "PlanSettings",
-    "normalization_factor",
+    "normalize_and_evaluate",
     "normalized_dose_on_ct",
     "overlap_warnings",
     "plan_case",
+    "plan_fluence",
+    "plan_normalization_factor",
 ]
 
 FluenceMode = Literal["optimized", "uniform"]
@@ -169,7 +174,7 @@ def overlap_warnings(case: Case, settings: PlanSettings) -> list[str]:
     return warnings
 
 
-def normalization_factor(
+def plan_normalization_factor(
     case: Case, dose_ct_gy: np.ndarray, fluence: FluenceMode, target: str | None = None
 ) -> float:
     """Scale putting the target's D95 (optimized) or mean (uniform) at its dose level, on the CT grid;
@@ -177,11 +182,10 @@ def normalization_factor(
     chosen = case.structure(target) if target is not None else case.primary_target
     if chosen.role is not Role.TARGET:
         raise InputError(f"the plan can be normalized to a target only; '{chosen.name}' is not one")
-    target_dose = dose_ct_gy[chosen.mask]
-    reference = float(np.mean(target_dose)) if fluence == "uniform" else hottest_minimum_gy(target_dose, 0.95)
-    if reference <= 0:
-        raise InputError(f"the plan delivers no dose to target '{chosen.name}'")
-    return case.target_level_gy(chosen.name) / reference
+    percent = None if fluence == "uniform" else 95.0
+    return normalization_factor(
+        dose_ct_gy[chosen.mask], case.target_level_gy(chosen.name), percent, f"target '{chosen.name}'"
+    )
 
 
 def normalized_dose_on_ct(
@@ -191,16 +195,71 @@ def normalized_dose_on_ct(
     fluence: FluenceMode = "optimized",
     target: str | None = None,
 ) -> tuple[np.ndarray, float]:
-    """Resample a dose onto the CT grid and rescale it there (see :func:`normalization_factor`).
+    """Resample a dose onto the CT grid and rescale it there (see :func:`plan_normalization_factor`).
 
     The optimizer normalizes on its own dose grid; reported numbers live on the CT grid, where a thin
     target's D95 can differ by a few percent, so the final (linear) rescale is done here. Returns the
     rescaled CT-grid dose and the factor, which the caller applies to the weights.
     """
     dose_ct = dose_on_ct_grid(dose_gy, dose_grid, case.grid)
-    factor = normalization_factor(case, dose_ct, fluence, target)
+    factor = plan_normalization_factor(case, dose_ct, fluence, target)
     dose_ct *= factor
     return dose_ct, factor
+
+
+@dataclass(frozen=True)
+class PlanFluence:
+    """A plan's beamlet weights (before the CT-grid normalization), with the optimizer's run and the
+    objectives that made them."""
+
+    weights: np.ndarray
+    optimization: OptimizationResult | None  # None for uniform fluence
+    tpps: TPPs | None  # the TPPs of the TPP objective set
+    objectives: list[dict[str, Any]]  # the default set's terms as plain values (empty otherwise)
+
+
+def plan_fluence(
+    matrix: InfluenceInput,
+    dose_grid: Grid,
+    case: Case,
+    settings: PlanSettings,
+    progress: ProgressCallback | None = None,
+) -> PlanFluence:
+    """The fluence step of every plan (:func:`plan_case` and the planning environments): uniform, or
+    optimized for ``settings``' objective set; uses its fluence, objective set, TPPs and optimizer."""
+    if settings.fluence == "uniform":
+        return PlanFluence(uniform_fluence(matrix, dose_grid, case), None, None, [])
+    if settings.objective_set == "tpp":
+        tpps = settings.tpps or TPPs.default(tpp_oar_names(case))
+        optimization = optimize_fluence(
+            matrix, dose_grid, case, tpps=tpps, settings=settings.optimizer, progress=progress
+        )
+        return PlanFluence(optimization.weights, optimization, tpps, [])
+    chosen = default_objectives(case)
+    optimization = optimize_fluence(
+        matrix,
+        dose_grid,
+        chosen.case_for(case),
+        objectives=chosen.objectives,
+        settings=settings.optimizer,
+        progress=progress,
+    )
+    return PlanFluence(optimization.weights, optimization, None, chosen.describe())
+
+
+def normalize_and_evaluate(
+    case: Case,
+    dose_gy: np.ndarray,
+    dose_grid: Grid,
+    fluence: FluenceMode = "optimized",
+    target: str | None = None,
+    reward_weights: RewardWeights = DEFAULT_REWARD_WEIGHTS,
+    dvh_step_gy: float | None = DVH_STEP_GY,
+) -> tuple[np.ndarray, float, PlanEvaluation]:
+    """The evaluation step of every plan: the dose on the CT grid normalized there, the factor (which
+    the caller applies to the weights) and the evaluation (``dvh_step_gy=None``: no DVH curves)."""
+    dose_ct, factor = normalized_dose_on_ct(case, dose_gy, dose_grid, fluence, target)
+    return dose_ct, factor, evaluate_plan(case, dose_ct, reward_weights, dvh_step_gy)
 
 
 def plan_case(
@@ -222,47 +281,18 @@ def plan_case(
         )
     engine_done = time.perf_counter()
 
-    tpps: TPPs | None = None
-    objectives: list[dict[str, Any]] = []
-    optimization: OptimizationResult | None = None
-    optimizer_progress = scaled(progress, 0.6, 0.95)
-    if settings.fluence == "uniform":
-        weights = uniform_fluence(influence.matrix, influence.dose_grid, case)
-    elif settings.objective_set == "tpp":
-        tpps = settings.tpps or TPPs.default(tpp_oar_names(case))
-        optimization = optimize_fluence(
-            influence.matrix,
-            influence.dose_grid,
-            case,
-            tpps=tpps,
-            settings=settings.optimizer,
-            progress=optimizer_progress,
-        )
-        weights = optimization.weights
-    else:
-        chosen = default_objectives(case)
-        objectives = chosen.describe()
-        optimization = optimize_fluence(
-            influence.matrix,
-            influence.dose_grid,
-            chosen.case_for(case),
-            objectives=chosen.objectives,
-            settings=settings.optimizer,
-            progress=optimizer_progress,
-        )
-        weights = optimization.weights
+    fluence = plan_fluence(influence.matrix, influence.dose_grid, case, settings, scaled(progress, 0.6, 0.95))
     optimized = time.perf_counter()
 
     report(progress, 0.95, "evaluating the plan on the CT grid")
-    dose_ct, factor = normalized_dose_on_ct(
+    dose_ct, factor, evaluation = normalize_and_evaluate(
         case,
-        influence.dose_volume(weights),
+        influence.dose_volume(fluence.weights),
         influence.dose_grid,
         settings.fluence,
         settings.normalization_target,
     )
-    weights = np.asarray(weights) * factor
-    evaluation = evaluate_plan(case, dose_ct)
+    weights = fluence.weights * factor
     finished = time.perf_counter()
     report(progress, 1.0, "plan done")
     return PlanResult(
@@ -273,9 +303,9 @@ def plan_case(
         weights=np.asarray(weights),
         dose_ct_gy=dose_ct,
         evaluation=evaluation,
-        optimization=optimization,
-        tpps=tpps,
-        objectives=objectives,
+        optimization=fluence.optimization,
+        tpps=fluence.tpps,
+        objectives=fluence.objectives,
         warnings=overlap_warnings(case, settings),
         timing_s={
             "dose_engine": engine_done - start,

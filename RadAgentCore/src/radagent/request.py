@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from radagent.agents.pipeline import (
-    AgentPlan,
     AgentRun,
+    PlannedRequest,
     agent_options,
     case_problems,
     option_values,
@@ -573,7 +573,7 @@ def case_from_masks(
 
 def run_plan(
     request: PlanRequest, case: Case | None = None, progress: ProgressCallback | None = None
-) -> AgentPlan:
+) -> PlannedRequest:
     """Plan the request: load its patient (unless the front end gives ``case``), run the agents — after
     refusing, before anything runs, what the case lacks for them — and plan on the request's grid."""
     request = request.validated()

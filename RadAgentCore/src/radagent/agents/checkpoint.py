@@ -103,7 +103,7 @@ def env_spec(env: GantryEnv | TPPEnv) -> dict[str, Any]:
     strict = {
         "env": "tpp",
         "id": env.env_id,
-        "actions": int(env.action_space.n),
+        "actions": "set" if config.action == "set" else int(env.action_space.n),
         "observation_size": int(env.observation_space.shape[0]),
         "scored_oars": len(roles.oars),
         "scorecard": env.scorecard_name,

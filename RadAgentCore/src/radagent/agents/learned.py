@@ -8,6 +8,7 @@ imported only when one of them runs, so listing agents never needs it.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,7 @@ from radagent.progress import ProgressCallback, report
 
 __all__ = ["DQNGantryOptions", "DQNTPPOptions", "run_dqn_gantry", "run_dqn_tpp"]
 
+
 @dataclass(frozen=True)
 class DQNGantryOptions(AngleAgentOptions):
     """A gantry DQN: ``checkpoint`` folder (default: the shipped prostate agent)."""
@@ -42,7 +44,7 @@ class DQNTPPOptions(TPPAgentOptions):
     max_steps: int = 20
 
 
-def _load(trained: TrainedFor, checkpoint: str | None) -> Any:
+def load_trained(trained: TrainedFor, checkpoint: str | None) -> Any:
     """Import torch lazily and load the checkpoint, with a clear error when torch is missing."""
     try:
         from radagent.agents import dqn
@@ -53,20 +55,27 @@ def _load(trained: TrainedFor, checkpoint: str | None) -> Any:
     return dqn, dqn.load_checkpoint(trained.folder(checkpoint))
 
 
-def _trained_config(record: dict[str, Any], key: str, default: Any) -> Any:
+def trained_setting(record: dict[str, Any], key: str, default: Any) -> Any:
+    """A setting of the environment the checkpoint was trained in (its strict spec), or ``default``."""
     return record["env_spec"]["strict"].get(key, default)
 
 
 def _run(
     agent: str,
-    env: GantryEnv | TPPEnv,
+    trained: TrainedFor,
+    case: str | Case,
     options: DQNGantryOptions | DQNTPPOptions,
-    loaded: Any,
-    start: float,
+    env_config: Callable[[dict[str, Any]], GantryConfig | TPPConfig],
     progress: ProgressCallback | None,
 ) -> AgentResult:
-    """One masked-greedy episode of the trained Q-network in ``env``, as an :class:`AgentResult`."""
-    dqn, checkpoint = loaded
+    """One masked-greedy episode of the trained Q-network, in the environment ``env_config`` makes
+    from the checkpoint's record, as an :class:`AgentResult`."""
+    start = time.perf_counter()
+    dqn, checkpoint = load_trained(trained, options.checkpoint)
+    config = env_config(checkpoint.record)
+    env: GantryEnv | TPPEnv = (
+        GantryEnv(case, config=config) if isinstance(config, GantryConfig) else TPPEnv(case, config=config)
+    )
     tpp = isinstance(env, TPPEnv)
 
     def entry(action: int | None, reward: float, info: dict[str, Any]) -> dict[str, Any]:
@@ -112,30 +121,30 @@ def run_dqn_gantry(
     case: str | Case, options: DQNGantryOptions, progress: ProgressCallback | None = None
 ) -> AgentResult:
     """Choose K beams one by one with the trained Q-network (masked greedy); K optimizations."""
-    start = time.perf_counter()
-    loaded = _load(GANTRY_DQN, options.checkpoint)
-    record = loaded[1].record
-    config = GantryConfig(
-        engine=options.engine,
-        beams=options.beams,
-        candidate_step_deg=options.candidate_step_deg,
-        observation_shape=tuple(_trained_config(record, "observation_shape", [0, 16, 32, 32])[1:]),
-    )
-    return _run("dqn-gantry", GantryEnv(case=case, config=config), options, loaded, start, progress)
+
+    def config(record: dict[str, Any]) -> GantryConfig:
+        return GantryConfig(
+            engine=options.engine,
+            beams=options.beams,
+            candidate_step_deg=options.candidate_step_deg,
+            observation_shape=tuple(trained_setting(record, "observation_shape", [0, 16, 32, 32])[1:]),
+        )
+
+    return _run("dqn-gantry", GANTRY_DQN, case, options, config, progress)
 
 
 def run_dqn_tpp(
     case: str | Case, options: DQNTPPOptions, progress: ProgressCallback | None = None
 ) -> AgentResult:
     """Tune TPPs step by step with the trained Q-network until the maximum score or ``max_steps``."""
-    start = time.perf_counter()
-    loaded = _load(TPP_DQN, options.checkpoint)
-    record = loaded[1].record
-    config = TPPConfig(
-        engine=options.engine,
-        angles_deg=options.angles_deg,
-        start=options.start,
-        max_steps=options.max_steps,
-        include_tpps=_trained_config(record, "include_tpps", False),
-    )
-    return _run("dqn-tpp", TPPEnv(case=case, config=config), options, loaded, start, progress)
+
+    def config(record: dict[str, Any]) -> TPPConfig:
+        return TPPConfig(
+            engine=options.engine,
+            angles_deg=options.angles_deg,
+            start=options.start,
+            max_steps=options.max_steps,
+            include_tpps=trained_setting(record, "include_tpps", False),
+        )
+
+    return _run("dqn-tpp", TPP_DQN, case, options, config, progress)

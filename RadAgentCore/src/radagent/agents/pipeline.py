@@ -24,8 +24,8 @@ from radagent.plan import PlanResult, PlanSettings, plan_case
 from radagent.progress import ProgressCallback, scaled
 
 __all__ = [
-    "AgentPlan",
     "AgentRun",
+    "PlannedRequest",
     "agent_options",
     "case_problems",
     "option_values",
@@ -49,8 +49,9 @@ class AgentRun:
 
 
 @dataclass
-class AgentPlan:
-    """The final plan and the agents' results that chose its beams and TPPs."""
+class PlannedRequest:
+    """A plan request carried out: the final plan and the results of the agents that chose its beams and
+    TPPs (what :func:`run_plan` returns)."""
 
     plan: PlanResult
     agents: list[AgentResult]
@@ -204,7 +205,7 @@ def plan_with_agents(
     angle_agent: AgentRun | None = None,
     tpp_agent: AgentRun | None = None,
     progress: ProgressCallback | None = None,
-) -> AgentPlan:
+) -> PlannedRequest:
     """Run the angle agent (its beams replace ``settings.angles_deg``), then the TPP agent on those beams
     (its TPPs replace ``settings.tpps``), then plan on the settings' grid. Either agent may be absent.
 
@@ -230,4 +231,4 @@ def plan_with_agents(
         results.append(tpp_agent.spec.run(case, options, scaled(progress, begin, begin + 1 / stages)))
         settings = dataclasses.replace(settings, objective_set="tpp", tpps=results[-1].tpps)
     plan = plan_case(case, settings, progress=scaled(progress, len(results) / stages, 1.0))
-    return AgentPlan(plan, results)
+    return PlannedRequest(plan, results)

@@ -20,6 +20,7 @@ from radagent.dose.engine import (
 )
 from radagent.dose.influence import DoseInfluence, stack_beams
 from radagent.errors import InputError
+from radagent.geometry import Grid
 from radagent.patient import Case
 from radagent.progress import ProgressCallback, report
 
@@ -86,6 +87,31 @@ class DoseInfluenceCache:
         progress: ProgressCallback | None = None,
     ) -> DoseInfluence:
         """The dose-influence matrix of these beams, computing only the blocks not cached yet."""
+        blocks, prepared = self._beams(case, gantry_angles_deg, settings, isocenter_ras, progress)
+        return stack_beams(blocks, prepared.dose_grid, prepared.body_voxels)
+
+    def beam_blocks(
+        self,
+        case: Case,
+        gantry_angles_deg: Sequence[float],
+        settings: DoseEngineSettings | None = None,
+        isocenter_ras: Sequence[float] | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> tuple[list[sparse.csc_matrix], Grid]:
+        """Each beam's own CSC block (the cached objects, not copies) and the dose grid: what
+        :class:`~radagent.dose.influence.BeamRows` needs, without the stacked copy :meth:`get` makes."""
+        blocks, prepared = self._beams(case, gantry_angles_deg, settings, isocenter_ras, progress)
+        return [block for block, _, _ in blocks], prepared.dose_grid
+
+    def _beams(
+        self,
+        case: Case,
+        gantry_angles_deg: Sequence[float],
+        settings: DoseEngineSettings | None,
+        isocenter_ras: Sequence[float] | None,
+        progress: ProgressCallback | None,
+    ) -> tuple[list[_Block], PreparedCase]:
+        """The blocks of these beams, computing the missing ones, and the prepared case."""
         settings = settings or DoseEngineSettings()
         angles = validated_angles(gantry_angles_deg)
         case_key = (self.fingerprint(case), settings)
@@ -104,7 +130,7 @@ class DoseInfluenceCache:
             blocks.append(self._blocks[key])
             report(progress, (n + 1) / len(angles), f"dose of beam {n + 1}/{len(angles)} (gantry {angle:g}°)")
         self._evict(keep=set(keys))
-        return stack_beams(blocks, prepared.dose_grid, prepared.body_voxels)
+        return blocks, prepared
 
     def fingerprint(self, case: Case) -> str:
         """:func:`case_fingerprint`, hashed once per case object."""

@@ -311,17 +311,14 @@ def _checked_matrix(matrix: sparse.sparray | sparse.spmatrix, dose_grid: Grid) -
 
 
 @njit(cache=True)
-def _column_ranges_dose_kernel(indptr, indices, data, lows, highs, weights, out):  # pragma: no cover
-    """out += the dose of columns [lows[n], highs[n]) of a CSC matrix, weighted by consecutive entries of
-    ``weights``, accumulated in float64 column by column."""
-    weight = 0
-    for n in range(lows.size):
-        for column in range(lows[n], highs[n]):
-            value = weights[weight]
-            weight += 1
-            if value != 0.0:
-                for position in range(indptr[column], indptr[column + 1]):
-                    out[indices[position]] += value * data[position]
+def _column_range_dose_kernel(indptr, indices, data, low, high, weights, out):  # pragma: no cover
+    """out += the dose of columns [low, high) of a CSC matrix, weighted by ``weights``, accumulated in
+    float64 column by column."""
+    for column in range(low, high):
+        value = weights[column - low]
+        if value != 0.0:
+            for position in range(indptr[column], indptr[column + 1]):
+                out[indices[position]] += value * data[position]
 
 
 @njit(cache=True)
@@ -354,18 +351,17 @@ class StructureInfluence:
     """Dose-influence rows (dose-grid voxels) of some structures, for fast A·x and Aᵀ·g in the optimizer.
 
     ``positions[name]`` indexes the structure's voxels within the union of rows (the vectors that
-    :meth:`dose_gy` returns and :meth:`backproject` takes). ``matrix`` is the full matrix (CSC), kept for
-    the final dose on the whole dose grid; ``column_ranges`` are the column ranges of ``matrix`` that
-    this influence's beamlets are, in order.
+    :meth:`dose_gy` returns and :meth:`backproject` takes). ``column_blocks`` are full-height CSC
+    matrices with a column range of each (not copies: the caller's matrix, or a cache's per-beam
+    blocks): this influence's beamlets, in order, kept for the final dose on the whole dose grid.
     """
 
-    matrix: sparse.csc_matrix
     dose_grid: Grid
     rows: np.ndarray
     positions: dict[str, np.ndarray]
     _csr: tuple[np.ndarray, np.ndarray, np.ndarray]
     beamlet_count: int
-    column_ranges: tuple[tuple[int, int], ...]
+    column_blocks: tuple[tuple[sparse.csc_matrix, int, int], ...]
 
     @classmethod
     def build(
@@ -380,7 +376,7 @@ class StructureInfluence:
         rows, positions = _union_rows(case, dose_grid, structure_names)
         csc = sparse.csc_matrix(matrix)
         columns = int(matrix.shape[1])
-        return cls(csc, dose_grid, rows, positions, _selected_rows_csr(csc, rows), columns, ((0, columns),))
+        return cls(dose_grid, rows, positions, _selected_rows_csr(csc, rows), columns, ((csc, 0, columns),))
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -434,73 +430,90 @@ class StructureInfluence:
 
     def full_dose_gy(self, weights: np.ndarray) -> np.ndarray:
         """Dose on every dose-grid voxel (flat ``[k, j, i]``) with the full matrix, accumulated in float64."""
-        matrix = self.matrix
-        lows, highs = (np.array([r[n] for r in self.column_ranges], dtype=np.int64) for n in (0, 1))
-        out = np.zeros(matrix.shape[0])
+        out = np.zeros(self.dose_grid.size)
         vector = np.ascontiguousarray(weights, dtype=np.float64)
-        _column_ranges_dose_kernel(matrix.indptr, matrix.indices, matrix.data, lows, highs, vector, out)
+        first = 0
+        for matrix, low, high in self.column_blocks:
+            part = vector[first : first + high - low]
+            _column_range_dose_kernel(matrix.indptr, matrix.indices, matrix.data, low, high, part, out)
+            first += high - low
         return out
 
 
 @dataclass(frozen=True, eq=False)
 class BeamRows:
-    """The structure rows of every beam of a :class:`DoseInfluence` (e.g. all candidate gantry angles),
-    converted and resampled once, from which :meth:`select` assembles the rows of any subset of beams.
+    """The structure rows of many beams (e.g. all candidate gantry angles), converted and resampled once,
+    from which :meth:`select` assembles the rows of any subset of beams.
 
-    Each beam's rows are held as one contiguous block (rows in order, columns ascending within a row),
-    its run in row r at ``_starts[b, r]:_stops[b, r]``: a selection copies runs, nothing else.
+    Each beam's rows are held as one contiguous block (rows in order, its own columns ascending within a
+    row), its run in row r at ``_starts[b, r]:_stops[b, r]``: a selection copies runs, nothing else. The
+    beams' full CSC blocks are referenced, not copied (a cache's blocks stay shared).
     """
 
-    influence: DoseInfluence
+    beam_blocks: tuple[sparse.csc_matrix, ...]
+    dose_grid: Grid
     rows: np.ndarray
     positions: dict[str, np.ndarray]
-    _blocks: tuple[np.ndarray, np.ndarray, np.ndarray]  # the union rows' CSR indptr; beam-major indices, data
+    _entries: tuple[np.ndarray, np.ndarray]  # beam-major column indices and data
     _starts: np.ndarray
     _stops: np.ndarray
 
     @classmethod
-    def build(cls, influence: DoseInfluence, case: Case, structure_names: Sequence[str]) -> BeamRows:
-        """The named structures' rows of every beam of ``influence``."""
-        _checked_matrix(influence.matrix, influence.dose_grid)
-        rows, positions = _union_rows(case, influence.dose_grid, structure_names)
-        indptr, indices, data = _selected_rows_csr(influence.matrix, rows)
-        counts = [beam.n_beamlets for beam in influence.beams]
-        beam_of_entry = np.repeat(np.arange(len(counts)), counts)[indices]
-        row_of_entry = np.repeat(np.arange(rows.size), np.diff(indptr))
-        per_beam = np.bincount(beam_of_entry * rows.size + row_of_entry, minlength=len(counts) * rows.size)
-        per_beam = per_beam.reshape(len(counts), rows.size)
-        order = np.argsort(beam_of_entry, kind="stable")  # beam-major; row-major, columns sorted within
-        starts = (np.cumsum(per_beam.ravel()) - per_beam.ravel()).reshape(per_beam.shape)
-        return cls(
-            influence, rows, positions, (indptr, indices[order], data[order]), starts, starts + per_beam
+    def build(
+        cls,
+        beam_blocks: Sequence[sparse.sparray | sparse.spmatrix],
+        dose_grid: Grid,
+        case: Case,
+        structure_names: Sequence[str],
+    ) -> BeamRows:
+        """The named structures' rows of each beam's block (full-height CSC, the beam's columns)."""
+        blocks = tuple(sparse.csc_matrix(block) for block in beam_blocks)
+        if not blocks:
+            raise InputError("beam rows need at least one beam")
+        for block in blocks:
+            _checked_matrix(block, dose_grid)
+        rows, positions = _union_rows(case, dose_grid, structure_names)
+        per_beam = [_selected_rows_csr(block, rows) for block in blocks]
+        offsets = np.cumsum([0] + [int(indptr[-1]) for indptr, _, _ in per_beam])
+        starts = np.stack(
+            [offset + indptr[:-1] for (indptr, _, _), offset in zip(per_beam, offsets, strict=False)]
         )
+        stops = np.stack(
+            [offset + indptr[1:] for (indptr, _, _), offset in zip(per_beam, offsets, strict=False)]
+        )
+        index_type = _index_type(max(int(block.shape[1]) for block in blocks))
+        indices = np.concatenate([part.astype(index_type, copy=False) for _, part, _ in per_beam])
+        data = np.concatenate([part for _, _, part in per_beam])
+        return cls(blocks, dose_grid, rows, positions, (indices, data), starts, stops)
+
+    @classmethod
+    def of_influence(cls, influence: DoseInfluence, case: Case, structure_names: Sequence[str]) -> BeamRows:
+        """:meth:`build` on the beams of a :class:`DoseInfluence` (their columns copied out of it)."""
+        blocks = [influence.matrix[:, beam.columns] for beam in influence.beams]
+        return cls.build(blocks, influence.dose_grid, case, structure_names)
 
     def select(self, beams: Sequence[int]) -> StructureInfluence:
-        """The rows of these beams (indices into ``influence.beams``), their beamlets in this order: the
-        same matrix :meth:`StructureInfluence.build` makes from these beams stacked in this order."""
+        """The rows of these beams (indices into ``beam_blocks``), their beamlets in this order: the same
+        matrix :meth:`StructureInfluence.build` makes from these beams stacked in this order."""
         chosen = np.asarray(beams, dtype=np.int64)
         if chosen.size == 0 or len(set(chosen.tolist())) != chosen.size:
             raise InputError(f"a beam selection needs distinct beams, got {list(beams)}")
-        if chosen.min() < 0 or chosen.max() >= len(self.influence.beams):
-            raise InputError(f"beam indices {list(beams)} outside 0…{len(self.influence.beams) - 1}")
-        ranges = tuple(
-            (self.influence.beams[b].columns.start, self.influence.beams[b].columns.stop) for b in chosen
-        )
-        widths = np.array([high - low for low, high in ranges], dtype=np.int64)
-        shifts = np.concatenate([[0], np.cumsum(widths)[:-1]]) - np.array([low for low, _ in ranges])
+        if chosen.min() < 0 or chosen.max() >= len(self.beam_blocks):
+            raise InputError(f"beam indices {list(beams)} outside 0…{len(self.beam_blocks) - 1}")
+        widths = np.array([self.beam_blocks[b].shape[1] for b in chosen], dtype=np.int64)
+        shifts = np.concatenate([[0], np.cumsum(widths)[:-1]])
         indptr = np.zeros(self.rows.size + 1, dtype=np.int64)
         np.cumsum(np.sum(self._stops[chosen] - self._starts[chosen], axis=0), out=indptr[1:])
         indices = np.empty(indptr[-1], dtype=_index_type(int(widths.sum())))
         data = np.empty(indptr[-1], dtype=np.float32)
         _gather_beam_rows_kernel(
-            self._blocks[1], self._blocks[2], self._starts, self._stops, chosen, shifts, indptr, indices, data
+            *self._entries, self._starts, self._stops, chosen, shifts, indptr, indices, data
         )
         return StructureInfluence(
-            self.influence.matrix,
-            self.influence.dose_grid,
+            self.dose_grid,
             self.rows,
             self.positions,
             (indptr, indices, data),
             int(widths.sum()),
-            ranges,
+            tuple((self.beam_blocks[b], 0, int(w)) for b, w in zip(chosen, widths, strict=True)),
         )

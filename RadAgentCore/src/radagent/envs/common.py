@@ -16,25 +16,27 @@ import numpy as np
 
 from radagent.cases import load_case
 from radagent.dose import DoseEngineSettings, DoseInfluenceCache
+from radagent.dose.influence import StructureInfluence
 from radagent.errors import InputError
-from radagent.evaluate import PlanEvaluation, RewardWeights, evaluate_plan
+from radagent.evaluate import PlanEvaluation, RewardWeights
 from radagent.geometry import Grid
-from radagent.optimize import OptimizerSettings, tpp_oar_names
+from radagent.optimize import OptimizationResult, OptimizerSettings, TPPs, tpp_oar_names
 from radagent.patient import Case
-from radagent.plan import normalized_dose_on_ct
+from radagent.plan import PlanSettings, normalize_and_evaluate, plan_fluence
 
 __all__ = [
     "AGENT_ENGINE",
     "AGENT_GRID_MM",
     "CaseSource",
     "EnvConfig",
-    "EvaluatedPlan",
     "PlanningEnv",
     "Roles",
     "StepLog",
+    "StepPlan",
     "agent_engine",
     "criteria_records",
     "evaluate_on_ct",
+    "plan_step",
 ]
 
 AGENT_GRID_MM = 5.0  # the agents' coarse resolution: beamlet width and dose grid spacing
@@ -128,8 +130,9 @@ class CaseSource:
 
 
 @dataclass(frozen=True)
-class EvaluatedPlan:
-    """A plan's dose on the CT grid (normalized to target D95 = p there) and its full evaluation."""
+class StepPlan:
+    """The plan of one environment step: its dose on the CT grid (normalized to target D95 = p there), its
+    evaluation, the normalization factor and the optimizer's final objective."""
 
     dose_ct_gy: np.ndarray
     evaluation: PlanEvaluation
@@ -158,11 +161,27 @@ def evaluate_on_ct(
     dose_grid: Grid,
     weights: RewardWeights,
     objective: float | None = None,
-) -> EvaluatedPlan:
+) -> StepPlan:
     """Resample an agent-grid dose onto the CT grid, renormalize there to D95 = p and evaluate it without
-    DVH curves (``objective``: the optimizer's final value, kept with the plan)."""
-    dose_ct, factor = normalized_dose_on_ct(case, dose_gy, dose_grid)
-    return EvaluatedPlan(dose_ct, evaluate_plan(case, dose_ct, weights, dvh_step_gy=None), factor, objective)
+    DVH curves (``objective``: the optimizer's final value, kept with the plan): plan_case's last step."""
+    dose_ct, factor, evaluation = normalize_and_evaluate(
+        case, dose_gy, dose_grid, reward_weights=weights, dvh_step_gy=None
+    )
+    return StepPlan(dose_ct, evaluation, factor, objective)
+
+
+def plan_step(
+    case: Case, influence: StructureInfluence, tpps: TPPs | None, config: EnvConfig
+) -> tuple[StepPlan, OptimizationResult]:
+    """One environment step's plan: :func:`radagent.plan.plan_case`'s fluence and evaluation steps for
+    the TPP objective (``tpps``; None: the default TPPs), cold-started, on the agent grid."""
+    settings = PlanSettings(objective_set="tpp", tpps=tpps, optimizer=config.optimizer)
+    fluence = plan_fluence(influence, influence.dose_grid, case, settings)
+    optimization = fluence.optimization
+    assert optimization is not None  # optimized fluence always has a run
+    objective = optimization.objective_history[-1]
+    plan = evaluate_on_ct(case, optimization.dose_gy, influence.dose_grid, config.reward_weights, objective)
+    return plan, optimization
 
 
 def criteria_records(evaluation: PlanEvaluation) -> list[dict[str, Any]]:
@@ -202,23 +221,35 @@ class PlanningEnv(gym.Env):
     # The gymnasium id; its version changes whenever observations, actions, rewards or dynamics change
     # meaning. Checkpoints record it and are refused by another version.
     env_id: ClassVar[str]
+    log_name: ClassVar[str]  # the step log's "env" field
+    config_type: ClassVar[type[EnvConfig]]  # the configuration dataclass; its defaults when none is given
 
-    def __init__(self, case: str | Case, variants: Sequence[int] | None, config: EnvConfig) -> None:
-        self.config = config
+    def __init__(
+        self, case: str | Case = "prostate", variants: Sequence[int] | None = None, config: Any = None
+    ) -> None:
+        """An environment on a built-in case's ``variants`` (or one :class:`Case`), under ``config``."""
+        self.config = config if config is not None else self.config_type()
+        if not isinstance(self.config, self.config_type):
+            raise InputError(f"{type(self).__name__} takes a {self.config_type.__name__}, got {config!r}")
         self.source = CaseSource(case, variants)
-        self.cache = DoseInfluenceCache(config.cache_megabytes)
-        self._log = StepLog(config.log_path)
+        self.cache = DoseInfluenceCache(self.config.cache_megabytes)
+        self._log = StepLog(self.config.log_path)
         self._episode = -1
         self._patients: OrderedDict[int, Any] = OrderedDict()  # prepared variants, least recent first
-
-    def _prepare_first(self) -> Any:
-        """Prepare the first variant (the env's ``_patient``) and record its roles and score card name,
-        which fix the spaces' sizes: every later variant has the same number of scored OARs."""
+        # The first variant fixes the roles and the spaces' sizes: every later one has as many scored OARs.
         first = self._patient(*self.source.draw(np.random.default_rng(0)))
         self.roles: Roles = first.roles
         card = first.case.protocol.scorecard
         self.scorecard_name: str | None = card.name if card is not None else None
-        return first
+        self._define_spaces(first)
+
+    def _patient(self, variant: int, case: Case) -> Any:
+        """The variant prepared for steps (computed once, kept for a few variants)."""
+        raise NotImplementedError
+
+    def _define_spaces(self, first: Any) -> None:
+        """Set ``action_space`` and ``observation_space`` from the first prepared variant."""
+        raise NotImplementedError
 
     @contextmanager
     def _numba_threads(self) -> Iterator[None]:
@@ -251,6 +282,71 @@ class PlanningEnv(gym.Env):
 
     def _log_event(self, event: str, record: dict[str, Any]) -> None:
         self._log.write({"event": event, **record})
+
+    def _started(self) -> tuple[Any, dict[str, Any]]:
+        """Log the episode's start and return what ``reset`` returns."""
+        info = self._info(invalid=False)
+        self._log_event("reset", self._record(None, 0.0, info))
+        return self._observation(), info
+
+    def _stepped(
+        self, action: Any, reward: float, terminated: bool, truncated: bool, valid: bool
+    ) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        """Log a step and return what ``step`` returns."""
+        info = self._info(invalid=not valid)
+        self._log_event("step", self._record(action, reward, info))
+        return self._observation(), float(reward), bool(terminated), bool(truncated), info
+
+    def episode_state(self) -> dict[str, Any]:
+        """The episode in progress as plain values (a paused training run saves it)."""
+        return {
+            "episode": self._episode,
+            "variant": self.patient.variant,
+            "steps": self._steps,
+            **self._choices(),
+        }
+
+    def _record(self, action: Any, reward: float, info: dict[str, Any]) -> dict[str, Any]:
+        """One line of the step log: what every environment records, then its own fields."""
+        plan = self._plan
+        return {
+            "env": self.log_name,
+            "case": info["case"],
+            "episode": self._episode,
+            "step": self._steps,
+            "action": action,
+            "invalid_action": info["invalid_action"],
+            "criteria": criteria_records(plan.evaluation) if plan is not None else [],
+            "reward": float(reward),
+            "score": info["score"],
+            **self._record_fields(action, info),
+        }
+
+    def _observation(self) -> Any:
+        raise NotImplementedError
+
+    def _info(self, invalid: bool) -> dict[str, Any]:
+        """The ``info`` of reset and step: the variant, the environment's state and the plan's numbers,
+        which the environment computed on the CT grid."""
+        return {
+            "invalid_action": invalid,
+            "case": self.patient.case.name,
+            "variant": self.patient.variant,
+            **self._plan_info(),
+            "grid": "ct",
+        }
+
+    def _plan_info(self) -> dict[str, Any]:
+        """The environment's own ``info`` fields: its choices and the current plan's numbers."""
+        raise NotImplementedError
+
+    def _choices(self) -> dict[str, Any]:
+        """What the agent has chosen so far in this episode, as plain values."""
+        raise NotImplementedError
+
+    def _record_fields(self, action: Any, info: dict[str, Any]) -> dict[str, Any]:
+        """The environment's own fields of a step-log line."""
+        raise NotImplementedError
 
     def close(self) -> None:
         """Close the step log."""

@@ -15,7 +15,6 @@ metrics in ``info`` all come from the CT grid.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -26,15 +25,13 @@ from radagent.beams import BeamGeometry, equispaced_angles
 from radagent.dose import BeamRows
 from radagent.envs.common import (
     EnvConfig,
-    EvaluatedPlan,
     PlanningEnv,
     Roles,
-    criteria_records,
-    evaluate_on_ct,
+    StepPlan,
+    plan_step,
 )
 from radagent.errors import InputError
 from radagent.geometry import Grid, resample
-from radagent.optimize import optimize_fluence
 from radagent.patient import Case
 
 __all__ = ["GantryConfig", "GantryEnv"]
@@ -124,16 +121,16 @@ class GantryEnv(PlanningEnv):
     """Beam-angle selection, sequential (add one candidate per step) or refinement (move one beam)."""
 
     env_id = "RadAgent/Gantry-v1"
+    log_name = "gantry"
+    config_type = GantryConfig
+    config: GantryConfig
 
-    def __init__(
-        self,
-        case: str | Case = "prostate",
-        variants: Sequence[int] | None = None,
-        config: GantryConfig | None = None,
-    ) -> None:
-        super().__init__(case, variants, config or GantryConfig())
-        self.candidates = self.config.candidates_deg
-        first = self._prepare_first()
+    @property
+    def candidates(self) -> tuple[float, ...]:
+        """The candidate gantry angles (degrees); action n adds (or moves a beam to) candidate n."""
+        return self.config.candidates_deg
+
+    def _define_spaces(self, first: _Patient) -> None:
         n, channels = len(self.candidates), first.static.shape[0] + 2
         if self._sets_whole_sets:
             self.action_space = spaces.MultiBinary(n)
@@ -155,8 +152,8 @@ class GantryEnv(PlanningEnv):
         structure rows, and the static channels."""
         if variant not in self._patients:
             roles = self._roles(case, getattr(self, "roles", None), needs_card=False)
-            influence = self.cache.get(case, self.candidates, self.config.engine)
-            grid = observation_grid(influence.dose_grid, self.config.observation_shape)
+            blocks, dose_grid = self.cache.beam_blocks(case, self.candidates, self.config.engine)
+            grid = observation_grid(dose_grid, self.config.observation_shape)
             ct = np.clip(resample(case.ct_hu, case.grid, grid, fill_value=-1000.0) / 1000.0, *_CT_RANGE)
 
             def fraction(masks: list[np.ndarray]) -> np.ndarray:
@@ -170,7 +167,7 @@ class GantryEnv(PlanningEnv):
                 variant,
                 case,
                 roles,
-                BeamRows.build(influence, case, [roles.target, *roles.oars]),
+                BeamRows.build(blocks, dose_grid, case, [roles.target, *roles.oars]),
                 grid,
                 np.stack(channels).astype(np.float32),
                 _beam_bands(case, grid, self.candidates),
@@ -204,7 +201,7 @@ class GantryEnv(PlanningEnv):
         self._episode += 1
         self.patient = self._patient(*self.source.draw(self.np_random))
         self._steps = 0
-        self._plan: EvaluatedPlan | None = None
+        self._plan: StepPlan | None = None
         self._angles: list[int] = []
         if self.config.mode == "refinement":
             step = self.config.candidate_step_deg
@@ -215,18 +212,10 @@ class GantryEnv(PlanningEnv):
             self._plan, self._dose_obs = self._evaluate(self._angles)
         else:
             self._dose_obs = np.zeros(self.config.observation_shape, dtype=np.float32)
-        info = self._info(invalid=False)
-        self._log_event("reset", self._record(None, 0.0, info))
-        return self._observation(), info
+        return self._started()
 
-    def episode_state(self) -> dict[str, Any]:
-        """The episode in progress as plain values (a paused training run saves it)."""
-        return {
-            "episode": self._episode,
-            "variant": self.patient.variant,
-            "steps": self._steps,
-            "angles": [int(a) for a in self._angles],  # candidate indices, in the order chosen
-        }
+    def _choices(self) -> dict[str, Any]:
+        return {"angles": [int(a) for a in self._angles]}  # candidate indices, in the order chosen
 
     def restore_episode(self, state: dict[str, Any]) -> dict[str, np.ndarray]:
         """Continue the episode :meth:`episode_state` described (its plan re-optimized, which is
@@ -268,20 +257,15 @@ class GantryEnv(PlanningEnv):
             reward = self._plan.reward - previous
         terminated = self.config.mode == "sequential" and len(self._angles) == self.config.beams
         truncated = not terminated and self._steps >= self.config.step_limit
-        info = self._info(invalid=not valid)
-        self._log_event("step", self._record(action, reward, info))
-        return self._observation(), float(reward), terminated, truncated, info
+        return self._stepped(action, reward, terminated, truncated, valid)
 
-    def _evaluate(self, angle_indices: list[int]) -> tuple[EvaluatedPlan, np.ndarray]:
+    def _evaluate(self, angle_indices: list[int]) -> tuple[StepPlan, np.ndarray]:
         """Optimize the plan of these candidate beams (their rows, in this order) and evaluate it on the
         CT grid."""
         case = self.patient.case
         with self._numba_threads():
             rows = self.patient.beam_rows.select(angle_indices)
-            result = optimize_fluence(rows, rows.dose_grid, case, settings=self.config.optimizer)
-            objective = result.objective_history[-1]
-            weights = self.config.reward_weights
-            plan = evaluate_on_ct(case, result.dose_gy, rows.dose_grid, weights, objective)
+            plan, result = plan_step(case, rows, None, self.config)
             dose = resample(result.dose_volume_gy * plan.normalization, rows.dose_grid, self.patient.grid)
         return plan, np.clip(dose / case.prescription_gy, 0.0, _DOSE_CAP).astype(np.float32)
 
@@ -291,19 +275,15 @@ class GantryEnv(PlanningEnv):
         volume = np.concatenate([self.patient.static, self._dose_obs[None], beams[None].astype(np.float32)])
         return {"volume": volume, "angles": chosen.astype(np.int8)}
 
-    def _info(self, invalid: bool) -> dict[str, Any]:
+    def _plan_info(self) -> dict[str, Any]:
         plan = self._plan
         return {
-            "invalid_action": invalid,
-            "case": self.patient.case.name,
-            "variant": self.patient.variant,
             "angles_deg": [self.candidates[a] for a in self._angles],
             "plan_reward": plan.reward if plan is not None else 0.0,
             "objective": plan.objective if plan is not None else None,
             "score": plan.score if plan is not None else None,
             "smooth_score": plan.smooth_score if plan is not None else None,
             "metrics": plan.evaluation.to_dict() if plan is not None else None,
-            "grid": "ct",
         }
 
     @property
@@ -311,19 +291,9 @@ class GantryEnv(PlanningEnv):
         """The current plan's dose on the CT grid (Gy; None before the first beam)."""
         return self._plan.dose_ct_gy if self._plan is not None else None
 
-    def _record(self, action: Any, reward: float, info: dict[str, Any]) -> dict[str, Any]:
-        plan = self._plan
+    def _record_fields(self, action: Any, info: dict[str, Any]) -> dict[str, Any]:
         return {
-            "env": "gantry",
             "mode": self.config.mode,
-            "case": info["case"],
-            "episode": self._episode,
-            "step": self._steps,
-            "action": action,
-            "invalid_action": info["invalid_action"],
             "angles_deg": info["angles_deg"],
-            "criteria": criteria_records(plan.evaluation) if plan is not None else [],
-            "reward": float(reward),
             "plan_reward": info["plan_reward"],
-            "score": info["score"],
         }

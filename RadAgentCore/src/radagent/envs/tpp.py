@@ -10,7 +10,6 @@ plan evaluated on the CT grid, which every number in ``info`` and the reward use
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -20,20 +19,20 @@ from gymnasium import spaces
 from radagent.beams import equispaced_angles
 from radagent.envs.common import (
     EnvConfig,
-    EvaluatedPlan,
     PlanningEnv,
     Roles,
-    criteria_records,
-    evaluate_on_ct,
+    StepPlan,
+    plan_step,
 )
 from radagent.errors import InputError
 from radagent.evaluate import StructureDoses
 from radagent.geometry import Grid
-from radagent.optimize import StructureInfluence, TPPs, optimize_fluence
+from radagent.optimize import StructureInfluence, TPPs
 from radagent.patient import Case
 
 __all__ = ["TPPConfig", "TPPEnv"]
 
+TPPAction = Literal["step", "set"]
 StartMode = Literal["default", "random"]
 # (up, down) factors of the sources, per kind (t, λ, V) and structure (target, OAR).
 _FACTORS = (((1.01, 0.91), (1.25, 0.6)), ((1.65, 0.6), (1.65, 0.6)), ((1.25, 0.8), (1.25, 0.8)))
@@ -51,9 +50,12 @@ class TPPConfig(EnvConfig):
     target_dvh_range: tuple[float, float] = (1.0, 1.15)  # fractions of p
     oar_dvh_range: tuple[float, float] = (0.6, 1.1)
     score_weight: float = 4.0  # reward = ΔS_smooth + score_weight·ΔS
+    action: TPPAction = "step"  # step: one TPP × its factor (18 actions for prostate); set: a whole vector
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.action not in ("step", "set"):
+            raise InputError(f"TPP action must be 'step' or 'set', got {self.action!r}")
         if self.start not in ("default", "random"):
             raise InputError(f"TPP start must be 'default' or 'random', got {self.start!r}")
         if self.max_steps < 1 or self.dvh_levels < 2:
@@ -93,18 +95,18 @@ class TPPEnv(PlanningEnv):
     """Tune the 3 + 3N TPPs of a fixed-beam plan towards the score card's maximum."""
 
     env_id = "RadAgent/TPP-v1"
+    log_name = "tpp"
+    config_type = TPPConfig
+    config: TPPConfig
 
-    def __init__(
-        self,
-        case: str | Case = "prostate",
-        variants: Sequence[int] | None = None,
-        config: TPPConfig | None = None,
-    ) -> None:
-        super().__init__(case, variants, config or TPPConfig())
-        first = self._prepare_first()
+    def _define_spaces(self, first: _Patient) -> None:
         self.oar_count = len(first.roles.oars)
         self.factors = step_factors(self.oar_count)
-        self.action_space = spaces.Discrete(2 * self.factors.shape[0])
+        if self.config.action == "set":  # an agent that proposes whole TPP vectors (an LLM's reply)
+            low, high = TPPs.bounds(self.oar_count)
+            self.action_space = spaces.Box(low, high, dtype=np.float64)
+        else:
+            self.action_space = spaces.Discrete(2 * self.factors.shape[0])
         low = np.zeros((1 + self.oar_count) * self.config.dvh_levels, np.float32)
         high = np.ones_like(low)
         if self.config.include_tpps:
@@ -140,6 +142,10 @@ class TPPEnv(PlanningEnv):
 
     def action_masks(self) -> np.ndarray:
         """True for the actions that change a TPP (a step clipped to no change is invalid)."""
+        if self.config.action == "set":
+            raise InputError(
+                "action masks belong to step actions; a set action takes any vector in the bounds"
+            )
         return np.array([self._moved(a).values != self.tpps.values for a in range(self.action_space.n)])
 
     def action_name(self, action: int) -> str:
@@ -161,18 +167,10 @@ class TPPEnv(PlanningEnv):
         self.tpps = start
         self._steps = 0
         self._plan = self._evaluate(start)
-        info = self._info(invalid=False)
-        self._log_event("reset", self._record(None, 0.0, info))
-        return self._observation(), info
+        return self._started()
 
-    def episode_state(self) -> dict[str, Any]:
-        """The episode in progress as plain values (a paused training run saves it)."""
-        return {
-            "episode": self._episode,
-            "variant": self.patient.variant,
-            "steps": self._steps,
-            "tpps": [float(v) for v in self.tpps.values],
-        }
+    def _choices(self) -> dict[str, Any]:
+        return {"tpps": [float(v) for v in self.tpps.values]}
 
     def restore_episode(self, state: dict[str, Any]) -> np.ndarray:
         """Continue the episode :meth:`episode_state` described (its plan re-optimized, which is
@@ -183,39 +181,43 @@ class TPPEnv(PlanningEnv):
         self._plan = self._evaluate(self.tpps)
         return self._observation()
 
-    def step(self, action: int):
-        """Apply one TPP step and re-optimize; an invalid one is a penalized no-op flagged in ``info``."""
-        action = self._checked(action)
+    def step(self, action: Any):
+        """Apply one TPP step (or, with set actions, a whole TPP vector, clipped to the bounds) and
+        re-optimize; an invalid step is a penalized no-op flagged in ``info``."""
+        if self.config.action == "set":
+            values = np.asarray(action, dtype=np.float64).reshape(-1)
+            if values.shape != self.action_space.shape or not np.all(np.isfinite(values)):
+                raise InputError(
+                    f"a set action is {self.action_space.shape[0]} finite TPP values, got {action!r}"
+                )
+            moved, action, valid = TPPs(self.tpps.oar_names, tuple(values)), None, True
+        else:
+            action = self._checked(action)
+            moved = self._moved(action)
+            valid = moved.values != self.tpps.values
         self._steps += 1
-        moved = self._moved(action)
-        valid = moved.values != self.tpps.values
         reward = self.config.invalid_action_penalty
         if valid:
             previous = self._plan
-            self.tpps, self._plan = moved, self._evaluate(moved)
+            plan = previous if moved.values == self.tpps.values else self._evaluate(moved)
+            self.tpps, self._plan = moved, plan
             reward = (self._plan.smooth_score - previous.smooth_score) + self.config.score_weight * (
                 self._plan.score - previous.score
             )
         terminated = self._plan.score >= self._plan.evaluation.score_max - 1e-9
         truncated = not terminated and self._steps >= self.config.max_steps
-        info = self._info(invalid=not valid)
-        self._log_event("step", self._record(action, reward, info))
-        return self._observation(), float(reward), bool(terminated), truncated, info
+        return self._stepped(action, reward, terminated, truncated, valid)
 
-    def _evaluate(self, tpps: TPPs) -> EvaluatedPlan:
+    @property
+    def plan_dose_ct_gy(self) -> np.ndarray:
+        """The current plan's dose on the CT grid (Gy)."""
+        return self._plan.dose_ct_gy
+
+    def _evaluate(self, tpps: TPPs) -> StepPlan:
         """Optimize from a cold start with these TPPs and evaluate the plan on the CT grid."""
         patient = self.patient
         with self._numba_threads():
-            result = optimize_fluence(
-                patient.rows, patient.dose_grid, patient.case, tpps=tpps, settings=self.config.optimizer
-            )
-            return evaluate_on_ct(
-                patient.case,
-                result.dose_gy,
-                patient.dose_grid,
-                self.config.reward_weights,
-                result.objective_history[-1],
-            )
+            return plan_step(patient.case, patient.rows, tpps, self.config)[0]
 
     def _observation(self) -> np.ndarray:
         case, roles, levels = self.patient.case, self.patient.roles, self.config.dvh_levels
@@ -232,12 +234,9 @@ class TPPEnv(PlanningEnv):
             dvhs.append(self._features(self.tpps.as_array()))
         return np.concatenate(dvhs).astype(np.float32)
 
-    def _info(self, invalid: bool) -> dict[str, Any]:
+    def _plan_info(self) -> dict[str, Any]:
         plan = self._plan
         return {
-            "invalid_action": invalid,
-            "case": self.patient.case.name,
-            "variant": self.patient.variant,
             "tpps": self.tpps.to_dict(),
             "score": plan.score,
             "score_max": plan.evaluation.score_max,
@@ -245,21 +244,11 @@ class TPPEnv(PlanningEnv):
             "plan_reward": plan.reward,
             "objective": plan.objective,
             "metrics": plan.evaluation.to_dict(),
-            "grid": "ct",
         }
 
-    def _record(self, action: int | None, reward: float, info: dict[str, Any]) -> dict[str, Any]:
+    def _record_fields(self, action: Any, info: dict[str, Any]) -> dict[str, Any]:
         return {
-            "env": "tpp",
-            "case": info["case"],
-            "episode": self._episode,
-            "step": self._steps,
-            "action": action,
             "action_name": self.action_name(action) if action is not None else None,
-            "invalid_action": info["invalid_action"],
             "tpps": info["tpps"],
-            "criteria": criteria_records(self._plan.evaluation),
-            "reward": float(reward),
-            "score": info["score"],
             "smooth_score": info["smooth_score"],
         }

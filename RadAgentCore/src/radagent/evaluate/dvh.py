@@ -22,9 +22,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from radagent.errors import InputError
 from radagent.geometry import Grid, resample
 
-__all__ = ["StructureDoses", "dose_on_ct_grid", "hottest_minimum_gy", "hottest_voxel_count"]
+__all__ = [
+    "StructureDoses",
+    "dose_on_ct_grid",
+    "hottest_minimum_gy",
+    "hottest_voxel_count",
+    "normalization_factor",
+]
 
 # Rounding applied to f·N before the ceiling, so that 0.95 × 100 is 95 voxels and not 96.
 _COUNT_DECIMALS = 6
@@ -40,6 +47,25 @@ def hottest_minimum_gy(dose_gy: np.ndarray, volume_fraction: float) -> float:
     """D(V) of a 1-D dose array: the minimum dose of its hottest ``volume_fraction`` (one partial sort)."""
     position = dose_gy.size - hottest_voxel_count(volume_fraction, dose_gy.size)
     return float(np.partition(dose_gy, position)[position])
+
+
+def normalization_factor(
+    target_dose_gy: np.ndarray, level_gy: float, percent: float | None, target: str = "the target"
+) -> float:
+    """The factor bringing a target's D(percent) — its mean when ``percent`` is None — to ``level_gy``.
+
+    The one normalization rule of the product: the optimizer applies it on its dose grid, the plan
+    again on the CT grid, and uniform (forward) fluence with the mean.
+    """
+    if percent is None:
+        reference = float(np.mean(target_dose_gy)) if target_dose_gy.size else 0.0
+        what = "no mean dose"
+    else:
+        reference = hottest_minimum_gy(target_dose_gy, percent / 100.0)
+        what = f"no dose to {percent:g} % of it"
+    if not reference > 0:
+        raise InputError(f"the plan gives {target} {what}, so it cannot be normalized")
+    return level_gy / reference
 
 
 def dose_on_ct_grid(dose_gy: np.ndarray, dose_grid: Grid, ct_grid: Grid) -> np.ndarray:

@@ -68,37 +68,36 @@ class Objective(ABC):
 
 
 @dataclass(frozen=True)
-class SquaredUnderdose(Objective):
-    """weight · mean over voxels of max(0, reference − d)²: a lower dose limit for targets."""
+class _MeanSquaredViolation(Objective):
+    """weight · mean over voxels of max(0, side · (d − reference))²: a dose limit on every voxel, upper
+    (side +1) or lower (side −1)."""
 
     structure: str
     reference_gy: float
     weight: float = 1.0
+    _side: ClassVar[float]
 
     def value_and_gradient(self, dose_gy: np.ndarray) -> tuple[float, np.ndarray]:
-        deficit = np.maximum(self.reference_gy - dose_gy, 0.0)
+        violation = np.maximum(self._side * (dose_gy - self.reference_gy), 0.0)
         scale = self.weight / dose_gy.size
-        return scale * dot(deficit, deficit), -2.0 * scale * deficit
+        return scale * dot(violation, violation), 2.0 * self._side * scale * violation
 
     def curvature(self, dose_gy: np.ndarray) -> np.ndarray:
         return _mean_square_curvature(self.weight, dose_gy.size)
 
 
 @dataclass(frozen=True)
-class SquaredOverdose(Objective):
+class SquaredUnderdose(_MeanSquaredViolation):
+    """weight · mean over voxels of max(0, reference − d)²: a lower dose limit for targets."""
+
+    _side = -1.0
+
+
+@dataclass(frozen=True)
+class SquaredOverdose(_MeanSquaredViolation):
     """weight · mean over voxels of max(0, d − reference)²: an upper dose limit on every voxel."""
 
-    structure: str
-    reference_gy: float
-    weight: float = 1.0
-
-    def value_and_gradient(self, dose_gy: np.ndarray) -> tuple[float, np.ndarray]:
-        excess = np.maximum(dose_gy - self.reference_gy, 0.0)
-        scale = self.weight / dose_gy.size
-        return scale * dot(excess, excess), 2.0 * scale * excess
-
-    def curvature(self, dose_gy: np.ndarray) -> np.ndarray:
-        return _mean_square_curvature(self.weight, dose_gy.size)
+    _side = 1.0
 
     @property
     def inert_below_gy(self) -> float:
@@ -137,43 +136,41 @@ def _soft_extreme(dose_gy: np.ndarray, softness_gy: float, sign: float) -> tuple
 
 
 @dataclass(frozen=True)
-class MaxDose(Objective):
+class _SoftExtremeLimit(Objective):
+    """weight · max(0, side · (extremeₛ(d) − reference))², extremeₛ the log-sum-exp soft maximum (side
+    +1) or minimum (side −1)."""
+
+    structure: str
+    reference_gy: float
+    weight: float = 1.0
+    softness_gy: float = 0.5
+    _side: ClassVar[float]
+
+    def value_and_gradient(self, dose_gy: np.ndarray) -> tuple[float, np.ndarray]:
+        extreme, weights = _soft_extreme(dose_gy, self.softness_gy, self._side)
+        violation = max(self._side * (extreme - self.reference_gy), 0.0)
+        return self.weight * violation * violation, 2.0 * self._side * self.weight * violation * weights
+
+    def curvature(self, dose_gy: np.ndarray) -> np.ndarray:
+        return 2.0 * self.weight * _soft_extreme(dose_gy, self.softness_gy, self._side)[1] ** 2
+
+
+@dataclass(frozen=True)
+class MaxDose(_SoftExtremeLimit):
     """weight · max(0, maxₛ(d) − reference)², maxₛ the log-sum-exp soft maximum.
 
     maxₛ = s·ln Σ exp(dᵢ/s) is smooth and lies between max(d) and max(d) + s·ln N, so the limit is
     slightly conservative; ``softness_gy`` (s) trades smoothness for exactness.
     """
 
-    structure: str
-    reference_gy: float
-    weight: float = 1.0
-    softness_gy: float = 0.5
-
-    def value_and_gradient(self, dose_gy: np.ndarray) -> tuple[float, np.ndarray]:
-        soft_max, weights = _soft_extreme(dose_gy, self.softness_gy, 1.0)
-        excess = max(soft_max - self.reference_gy, 0.0)
-        return self.weight * excess * excess, 2.0 * self.weight * excess * weights
-
-    def curvature(self, dose_gy: np.ndarray) -> np.ndarray:
-        return 2.0 * self.weight * _soft_extreme(dose_gy, self.softness_gy, 1.0)[1] ** 2
+    _side = 1.0
 
 
 @dataclass(frozen=True)
-class MinDose(Objective):
+class MinDose(_SoftExtremeLimit):
     """weight · max(0, reference − minₛ(d))², minₛ the log-sum-exp soft minimum (≤ min(d))."""
 
-    structure: str
-    reference_gy: float
-    weight: float = 1.0
-    softness_gy: float = 0.5
-
-    def value_and_gradient(self, dose_gy: np.ndarray) -> tuple[float, np.ndarray]:
-        soft_min, weights = _soft_extreme(dose_gy, self.softness_gy, -1.0)
-        deficit = max(self.reference_gy - soft_min, 0.0)
-        return self.weight * deficit * deficit, -2.0 * self.weight * deficit * weights
-
-    def curvature(self, dose_gy: np.ndarray) -> np.ndarray:
-        return 2.0 * self.weight * _soft_extreme(dose_gy, self.softness_gy, -1.0)[1] ** 2
+    _side = -1.0
 
 
 @dataclass(frozen=True)
@@ -215,49 +212,47 @@ class Geud(Objective):
 
 
 @dataclass(frozen=True)
-class MinDvh(Objective):
-    """At least ``volume_fraction`` of the structure should get ≥ reference (matRad / Bortfeld form).
-
-    weight · (1/N)·Σ (reference − dᵢ)² over the voxels of the hottest ``volume_fraction`` that are below
-    the reference, the set re-chosen at every evaluation.
-    """
+class _DvhLimit(Objective):
+    """weight · (1/N)·Σ (side · (dᵢ − reference))² over the voxels a DVH limit re-chooses at every
+    evaluation (matRad / Bortfeld form): side −1 a minimum, +1 a maximum."""
 
     structure: str
     reference_gy: float
     volume_fraction: float
     weight: float = 1.0
+    _side: ClassVar[float]
 
     def value_and_gradient(self, dose_gy: np.ndarray) -> tuple[float, np.ndarray]:
         d_v = hottest_minimum_gy(dose_gy, self.volume_fraction)
-        deficit = np.where(dose_gy >= d_v, np.maximum(self.reference_gy - dose_gy, 0.0), 0.0)
+        chosen = dose_gy >= d_v if self._side < 0 else dose_gy < d_v
+        violation = np.where(chosen, np.maximum(self._side * (dose_gy - self.reference_gy), 0.0), 0.0)
         scale = self.weight / dose_gy.size
-        return scale * dot(deficit, deficit), -2.0 * scale * deficit
+        return scale * dot(violation, violation), 2.0 * self._side * scale * violation
 
     def curvature(self, dose_gy: np.ndarray) -> np.ndarray:
         return _mean_square_curvature(self.weight, dose_gy.size)
 
 
 @dataclass(frozen=True)
-class MaxDvh(Objective):
+class MinDvh(_DvhLimit):
+    """At least ``volume_fraction`` of the structure should get ≥ reference (matRad / Bortfeld form).
+
+    weight · (1/N)·Σ (reference − dᵢ)² over the voxels of the hottest ``volume_fraction`` that are below
+    the reference, the set re-chosen at every evaluation.
+    """
+
+    _side = -1.0
+
+
+@dataclass(frozen=True)
+class MaxDvh(_DvhLimit):
     """At most ``volume_fraction`` of the structure should get > reference (matRad / Bortfeld form).
 
     weight · (1/N)·Σ (dᵢ − reference)² over the voxels above the reference outside the hottest
     ``volume_fraction`` (those that must come down for the limit to hold), re-chosen at every evaluation.
     """
 
-    structure: str
-    reference_gy: float
-    volume_fraction: float
-    weight: float = 1.0
-
-    def value_and_gradient(self, dose_gy: np.ndarray) -> tuple[float, np.ndarray]:
-        d_v = hottest_minimum_gy(dose_gy, self.volume_fraction)
-        excess = np.where(dose_gy < d_v, np.maximum(dose_gy - self.reference_gy, 0.0), 0.0)
-        scale = self.weight / dose_gy.size
-        return scale * dot(excess, excess), 2.0 * scale * excess
-
-    def curvature(self, dose_gy: np.ndarray) -> np.ndarray:
-        return _mean_square_curvature(self.weight, dose_gy.size)
+    _side = 1.0
 
 
 def _omega_plus(dose_gy: np.ndarray, threshold_gy: float, volume_fraction: float) -> np.ndarray:

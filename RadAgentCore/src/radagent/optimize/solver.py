@@ -35,7 +35,7 @@ from scipy import sparse
 
 from radagent.dose.influence import StructureInfluence
 from radagent.errors import InputError
-from radagent.evaluate.dvh import hottest_minimum_gy
+from radagent.evaluate.dvh import normalization_factor
 from radagent.geometry import Grid
 from radagent.optimize.objectives import Objective, SquaredUnderdose
 from radagent.optimize.quasi_newton import InnerRun, ProjectedLbfgs, ValueAndGradient
@@ -249,14 +249,6 @@ def _target_dose_gy(influence: StructureInfluence, target: str, weights: np.ndar
     return influence.dose_gy(weights)[influence.positions[target]]
 
 
-def _normalization_factor(target_dose_gy: np.ndarray, percent: float, prescription_gy: float) -> float:
-    """The factor that brings the target's D(percent) on the dose grid to the prescription."""
-    d_percent = hottest_minimum_gy(target_dose_gy, percent / 100.0)
-    if d_percent <= 0:
-        raise InputError(f"the plan gives no dose to {percent:g} % of the target, so it cannot be normalized")
-    return prescription_gy / d_percent
-
-
 def _check_objectives(objectives: Sequence[Objective] | None, tpps: TPPs | None) -> None:
     """Reject ambiguous or empty objective specifications."""
     if objectives is not None and tpps is not None:
@@ -375,7 +367,9 @@ def optimize_fluence(
     weights, factor = run.weights, 1.0
     if settings.normalize_percent is not None:
         target_dose = _target_dose_gy(influence, target, weights)
-        factor = _normalization_factor(target_dose, settings.normalize_percent, case.prescription_gy)
+        factor = normalization_factor(
+            target_dose, case.prescription_gy, settings.normalize_percent, f"target '{target}'"
+        )
         weights = weights * factor
     return OptimizationResult(
         weights=weights,
@@ -396,7 +390,6 @@ def uniform_fluence(matrix: InfluenceInput, dose_grid: Grid, case: Case) -> np.n
     prescription."""
     target = case.primary_target.name
     influence = _prepared(matrix, dose_grid, case, [target])
-    mean_gy = float(np.mean(_target_dose_gy(influence, target, np.ones(influence.beamlet_count))))
-    if mean_gy <= 0:
-        raise InputError(f"the beams deliver no dose to target '{target}'")
-    return np.full(influence.beamlet_count, case.prescription_gy / mean_gy)
+    unit_dose = _target_dose_gy(influence, target, np.ones(influence.beamlet_count))
+    scale = normalization_factor(unit_dose, case.prescription_gy, None, f"target '{target}'")
+    return np.full(influence.beamlet_count, scale)

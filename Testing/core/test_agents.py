@@ -40,7 +40,7 @@ def results() -> dict[str, AgentResult]:
 
 def test_registry_lists_and_finds_agents_by_name_and_kind():
     assert {"random", "equispaced", "greedy", "exhaustive", "tuner"} <= set(AGENTS)
-    assert [s.name for s in list_agents("tpp")] == ["tuner", "dqn-tpp"]
+    assert [s.name for s in list_agents("tpp")] == ["tuner", "dqn-tpp", "prior-tuner", "llm-tpp", "m2m"]
     assert {s.name for s in list_agents("angles")} == {*ANGLE_AGENTS, "dqn-gantry", "llm-gantry"}
     assert get_agent("greedy").kind == "angles" and get_agent("greedy").options_type is AngleAgentOptions
     with pytest.raises(InputError, match=r"unknown agent 'dqn'.*random, equispaced"):

@@ -52,7 +52,13 @@ def test_compare_writes_tables_for_two_tpp_agents_on_one_variant(tmp_path):
     arguments = ["compare", "--env", "tpp", "--variants", "30", "--agents", "tuner,dqn-tpp", "--quiet"]
     assert main([*arguments, "--agent-grid-mm", "5", "--out", str(out)]) == 0
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["comparison.csv", "comparison.json", "comparison.md", "learning_curve.png"]
+    assert names == [
+        "comparison.csv",
+        "comparison.json",
+        "comparison.md",
+        "learning_curve.png",
+        "score_by_step.png",
+    ]
     payload = json.loads((out / "comparison.json").read_text())
     assert [s["agent"] for s in payload["summary"]] == ["tuner", "dqn-tpp"]
     for run in payload["runs"]:

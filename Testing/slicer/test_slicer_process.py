@@ -281,3 +281,37 @@ def test_an_llm_agent_plans_in_the_worker_with_its_key_only_in_the_environment(
     (agent,) = result.description["agents"]
     assert agent["agent"] == "llm-gantry" and agent["llm"]["calls"] == 1
     assert "sk-secret" not in json.dumps(result.description)
+
+
+def test_the_panel_offers_the_llm_tpp_agents_and_shows_their_rationale(scene, prostate, tmp_path):
+    """m2m and llm-tpp come from the registry into the TPP agent list; a TPP agent's LLM settings go
+    with it, and its rationale reaches the progress (status line) messages."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core"))
+    from llm_server import scripted_server
+
+    logic = PlanningLogic(scene)
+    names = [name for name, _ in logic.agentChoices("tpp")]
+    assert {"m2m", "llm-tpp", "prior-tuner"} <= set(names) and logic.agentNeedsLLM("m2m")
+    ct, segmentation = prostate_nodes(scene, prostate)
+    coarse = {"doseGridMm": 8.0, "bixelMm": 10.0, "agentGridMm": 10.0}
+    reply = {"text": json.dumps({"tpp": {"t_OAR1": 0.6}, "rationale": "lower the rectum threshold"})}
+    with scripted_server([reply]) as server:
+        options = logic.llmOptions(f"{server.url}/v1", "scripted", iterations=1)
+        request = logic.request(
+            ["PTV"],
+            OARS,
+            prostate.prescription_gy,
+            39,
+            "equispaced",
+            5,
+            **coarse,
+            scorecard="prostate",
+            tppAgent="m2m",
+            tppAgentOptions=options,
+        )
+        job = logic.startPlan(ct, segmentation, request, workFolder=tmp_path)
+        events = _follow(job)
+    assert job.succeeded, [e.message for e in events]
+    assert any("lower the rectum threshold" in e.message for e in events if e.kind == "progress")
+    tpp = job.importResults().description["agents"][1]
+    assert tpp["agent"] == "m2m" and tpp["knowledge"]["oars"][0]["card_entry"] == "OAR1"

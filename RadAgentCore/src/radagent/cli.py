@@ -124,9 +124,6 @@ def _add_case_inputs(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_experiment_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--start", choices=("default", "random"), default="default", help="TPP env: where tuning starts"
-    )
     parser.add_argument("--seed", type=_non_negative_int, default=0, help="seed (default 0)")
     parser.add_argument(
         "--agent-grid-mm",
@@ -208,7 +205,24 @@ def _with_llm_options(names: Sequence[str], args: argparse.Namespace) -> list[di
     if values and not needy:
         flag = "--" + next(d for d in _LLM_FLAGS if getattr(args, d, None) is not None).replace("_", "-")
         raise InputError(f"{flag} applies to an LLM agent, and none is chosen")
-    return [{"name": name, "options": values if name in needy else {}} for name in names]
+    entries = [{"name": name, "options": dict(values) if name in needy else {}} for name in names]
+    card = getattr(args, "knowledge", None)
+    if card is not None:
+        takers = [e for e in entries if "knowledge" in _option_names(e["name"])]
+        if not takers:
+            raise InputError("--knowledge applies to m2m or prior-tuner, and neither is chosen")
+        for entry in takers:
+            entry["options"]["knowledge"] = str(Path(card).absolute())
+    return entries
+
+
+def _option_names(agent: str) -> set[str]:
+    """The option fields of a registered agent."""
+    from dataclasses import fields
+
+    from radagent.agents import get_agent
+
+    return {f.name for f in fields(get_agent(agent).options_type)}
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -270,6 +284,9 @@ def _build_parser() -> argparse.ArgumentParser:
         type=_positive_float,
         help=f"beamlet width and dose grid spacing the agents plan on (default {AGENT_GRID_MM:g})",
     )
+    agents.add_argument(
+        "--knowledge", type=Path, help="the knowledge card of m2m and prior-tuner (default: the shipped one)"
+    )
     _add_llm_options(plan)
     plan.add_argument(
         "--request",
@@ -301,6 +318,9 @@ def _build_parser() -> argparse.ArgumentParser:
         help="stop after this many steps of this call; --resume continues exactly as one run would",
     )
     _add_experiment_options(train)
+    train.add_argument(
+        "--start", choices=("default", "random"), default="default", help="TPP env: where episodes start"
+    )
     train.add_argument("--include-tpps", action="store_true", help="TPP env: TPPs in the observation")
     train.add_argument(
         "--hp",
@@ -325,6 +345,20 @@ def _build_parser() -> argparse.ArgumentParser:
         help="comma-separated agents; a DQN agent may name a checkpoint folder, e.g. dqn-gantry:runs/g1",
     )
     _add_experiment_options(compare)
+    compare.add_argument(
+        "--start",
+        action="append",
+        help="TPP agents: default, or random:N (N seeded random TPP starts, the same for every agent); "
+        "repeatable (default: default)",
+    )
+    compare.add_argument(
+        "--max-optimizations",
+        type=_number_at_least(int, 2, False, "at least 2 (the start and one trial)"),
+        help="the tuners' budget of fluence optimizations per run (keeps a table affordable)",
+    )
+    compare.add_argument(
+        "--knowledge", type=Path, help="the knowledge card of m2m and prior-tuner (default: the shipped one)"
+    )
     _add_llm_options(compare)
     compare.add_argument("--out", type=Path, required=True, help="output folder for the tables and plot")
     compare.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -345,6 +379,40 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=_positive_int, default=8080, help="port on 127.0.0.1 (8080)")
     serve.add_argument("--context", type=_positive_int, default=8192, help="context window in tokens (8192)")
     serve.add_argument("--model-path", type=Path, help="another GGUF model (default: SmolLM2-135M-Instruct)")
+
+    knowledge = commands.add_parser(
+        "knowledge", help="build or show a knowledge card (what a trained TPP agent learned; M2M)"
+    )
+    knowledge_commands = knowledge.add_subparsers(
+        dest="knowledge_command", required=True, parser_class=_Parser
+    )
+    build = knowledge_commands.add_parser("build", help="run the trained TPP agent and distill its episodes")
+    build.add_argument("--checkpoint", help="a dqn-tpp checkpoint folder (default: the shipped agent)")
+    build.add_argument("--case", default="prostate", help="the training case (prostate)")
+    build.add_argument("--variants", default="0-29", help="training variants only, e.g. 0-29 (0-29)")
+    build.add_argument(
+        "--start",
+        action="append",
+        help="default, or random:N (N seeded random TPP starts per variant); repeatable (default, random:1)",
+    )
+    build.add_argument("--epsilon", type=float, default=0.05, help="ε of the ε-greedy episodes (0.05)")
+    build.add_argument(
+        "--epsilon-seeds",
+        type=_non_negative_int,
+        default=4,
+        help="ε-greedy episodes per start besides the greedy one (4)",
+    )
+    build.add_argument("--min-score", type=float, help="success score (default: the score card's maximum)")
+    build.add_argument("--max-steps", type=_positive_int, default=20, help="steps per episode (20)")
+    build.add_argument("--out", type=Path, required=True, help="the card (JSON); its Markdown goes beside it")
+    build.add_argument(
+        "--episodes",
+        type=Path,
+        help="a JSON file of the raw episodes: written after running them, read instead when it exists",
+    )
+    build.add_argument("--quiet", action="store_true", help="no progress bar")
+    show = knowledge_commands.add_parser("show", help="print a card as Markdown (default: the shipped card)")
+    show.add_argument("card", nargs="?", type=Path, help="a card's JSON file")
 
     evaluate = commands.add_parser("evaluate", help="evaluate a dose volume against the structures")
     _add_case_inputs(evaluate)
@@ -655,12 +723,14 @@ def _command_train(args: argparse.Namespace) -> int:
 
 def _command_compare(args: argparse.Namespace) -> int:
     from radagent.agents import get_agent
+    from radagent.agents.knowledge import parse_starts, read_card
     from radagent.cases import load_case
     from radagent.experiments import (
         comparison_rows,
         parse_agents,
         parse_variants,
         plot_learning_curves,
+        plot_scores_by_step,
         run_comparison,
         write_comparison,
     )
@@ -668,6 +738,14 @@ def _command_compare(args: argparse.Namespace) -> int:
 
     variants = parse_variants(args.variants)
     agents = parse_agents(args.agents, args.env, _llm_options(args))
+    if args.start is not None and args.env != "tpp":
+        raise InputError("--start applies to the TPP environment")
+    starts = parse_starts([s if s != "random" else "random:1" for s in args.start or ["default"]])
+    takers = [a.label for a in agents if "knowledge" in _option_names(a.name)]
+    if args.knowledge is not None and not takers:
+        raise InputError("--knowledge applies to m2m or prior-tuner, and neither is chosen")
+    if takers:
+        read_card(args.knowledge)  # a missing or bad card fails before any agent runs
     load_case(args.case, variants[0])  # an unknown case fails before any agent runs
     with staged_folder(args.out, "--out") as staging:
         progress = _Progress(args.quiet)
@@ -677,8 +755,12 @@ def _command_compare(args: argparse.Namespace) -> int:
                 args.case,
                 variants,
                 grid_mm=args.agent_grid_mm,
-                start=args.start,
+                starts=starts,
                 seed=args.seed,
+                agent_options={
+                    "max_optimizations": args.max_optimizations,
+                    "knowledge": str(args.knowledge) if args.knowledge is not None else None,
+                },
                 progress=progress,
             )
         finally:
@@ -688,12 +770,16 @@ def _command_compare(args: argparse.Namespace) -> int:
             "case": args.case,
             "variants": args.variants,
             "agents": [a.label for a in agents],
-            "start": args.start,
+            "starts": [str(start) for start in starts],
             "seed": args.seed,
+            "max_optimizations": args.max_optimizations,
+            "knowledge": str(args.knowledge) if args.knowledge is not None else None,
             "agent_grid_mm": args.agent_grid_mm,
             "radagent": __version__,
         }
-        write_comparison(staging, args.env, comparison_rows(results), meta)
+        rows = comparison_rows(results)
+        write_comparison(staging, args.env, rows, meta)
+        plot_scores_by_step(rows, staging / "score_by_step.png")
         logs = {}
         for agent in agents:
             trained = get_agent(agent.name).needs.trained
@@ -718,6 +804,57 @@ def _command_llm(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command_knowledge(args: argparse.Namespace) -> int:
+    import json
+
+    from radagent.agents.knowledge import (
+        CardSettings,
+        build_card,
+        card_markdown,
+        parse_starts,
+        read_card,
+        run_card_episodes,
+        write_card,
+    )
+    from radagent.experiments import parse_variants
+    from radagent.io.atomic import write_text_atomic
+
+    if args.knowledge_command == "show":
+        print(card_markdown(read_card(args.card).data), end="")
+        return 0
+    if args.out.suffix != ".json":
+        raise InputError(f"--out must name a .json file, got {args.out}")
+    settings = CardSettings(
+        checkpoint=args.checkpoint,
+        case=args.case,
+        variants=parse_variants(args.variants),
+        starts=parse_starts(args.start or ["default", "random:1"]),
+        epsilon=args.epsilon,
+        epsilon_seeds=args.epsilon_seeds,
+        min_score=args.min_score,
+        max_steps=args.max_steps,
+    )
+    if args.episodes is not None and args.episodes.exists():
+        try:
+            episodes = json.loads(args.episodes.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise InputError(f"saved episodes {args.episodes} cannot be read: {error}") from None
+    else:
+        progress = _Progress(args.quiet)
+        try:
+            episodes = run_card_episodes(settings, progress)
+        finally:
+            progress.close()
+        if args.episodes is not None:
+            write_text_atomic(args.episodes, json.dumps(episodes) + "\n")
+    card = build_card(settings, episodes=episodes)
+    markdown = write_card(card, args.out)
+    if not args.quiet:
+        counts = card["episodes"]
+        print(f"{counts['successful']} of {counts['total']} episodes successful → {args.out}, {markdown}")
+    return 0
+
+
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "cases": _command_cases,
     "plan": _command_plan,
@@ -725,6 +862,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "compare": _command_compare,
     "evaluate": _command_evaluate,
     "llm": _command_llm,
+    "knowledge": _command_knowledge,
 }
 
 

@@ -12,13 +12,15 @@ import json
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
+from radagent import RESEARCH_USE_ONLY
 from radagent.agents import AgentResult, get_agent
+from radagent.agents.knowledge import StartSpec
 from radagent.cases import load_case
 from radagent.envs import GantryConfig, GantryEnv, TPPConfig, TPPEnv
 from radagent.envs.common import AGENT_GRID_MM, agent_engine
@@ -27,11 +29,13 @@ from radagent.progress import ProgressCallback, report, scaled
 
 __all__ = [
     "AgentChoice",
+    "Run",
     "comparison_rows",
     "make_env",
     "parse_agents",
     "parse_variants",
     "plot_learning_curves",
+    "plot_scores_by_step",
     "run_comparison",
     "summarize",
     "write_comparison",
@@ -120,34 +124,63 @@ def parse_agents(text: str, env: EnvName, llm_options: Mapping[str, Any] | None 
     return choices
 
 
+@dataclass(frozen=True)
+class Run:
+    """One agent run of a comparison: the agent, the variant, where tuning started and the result."""
+
+    choice: AgentChoice
+    variant: int
+    start: str  # "default", "random:i" (the i-th random start, 1-based) or "own" (the agent's own)
+    result: AgentResult
+
+
 def run_comparison(
     agents: Sequence[AgentChoice],
     case: str,
     variants: Sequence[int],
     *,
     grid_mm: float = AGENT_GRID_MM,
-    start: Literal["default", "random"] = "default",
+    starts: Sequence[StartSpec] = (StartSpec("default"),),
     seed: int = 0,
+    agent_options: Mapping[str, Any] | None = None,
     progress: ProgressCallback | None = None,
-) -> list[tuple[AgentChoice, int, AgentResult]]:
-    """Run every agent once on every variant (seed ``seed + variant``); the results in run order."""
+) -> list[Run]:
+    """Run every agent on every variant from every start (TPP agents; angle agents run once per
+    variant). Seeds: ``seed + variant`` from the default start, ``seed + 1000·i + variant`` from the i-th
+    random start, so that every agent starts from the same random TPPs. ``agent_options`` (e.g.
+    ``max_optimizations``, ``knowledge``) go to the agents whose options have those fields."""
     engine = agent_engine(grid_mm)
-    results = []
-    total = len(agents) * len(variants)
-    for a, choice in enumerate(agents):
+    plans = []
+    for choice in agents:
         spec = get_agent(choice.name)
-        for v, variant in enumerate(variants):
-            done = a * len(variants) + v
-            report(progress, done / total, f"{choice.label} on variant {variant}")
-            options = spec.options_type(seed=seed + variant, engine=engine)
-            if spec.kind == "tpp":
-                options = replace(options, start=start)
-            if choice.checkpoint is not None:
-                options = replace(options, checkpoint=choice.checkpoint)
-            if choice.options:
-                options = replace(options, **_per_run(choice.options, choice.label, variant))
-            sub = scaled(progress, done / total, (done + 1) / total)
-            results.append((choice, variant, spec.run(load_case(case, variant), options, sub)))
+        for variant in variants:
+            if spec.kind != "tpp" or not spec.options_type.uses_start:  # one run: its own start
+                label = "default" if spec.kind != "tpp" else "own"
+                plans.append((choice, spec, variant, label, "default", seed + variant))
+                continue
+            for start in starts:
+                for index in range(1, start.count + 1):
+                    if start.kind == "default":
+                        plans.append((choice, spec, variant, "default", "default", seed + variant))
+                    else:
+                        run_seed = seed + 1000 * index + variant
+                        plans.append((choice, spec, variant, f"random:{index}", "random", run_seed))
+    results = []
+    for done, (choice, spec, variant, label, kind, run_seed) in enumerate(plans):
+        report(progress, done / len(plans), f"{choice.label} on variant {variant} ({label} start)")
+        options = spec.options_type(seed=run_seed, engine=engine)
+        if spec.kind == "tpp":
+            options = replace(options, start=kind)
+        if choice.checkpoint is not None:
+            options = replace(options, checkpoint=choice.checkpoint)
+        names = {f.name for f in fields(options)}
+        extra = {k: v for k, v in (agent_options or {}).items() if k in names and v is not None}
+        if extra:
+            options = replace(options, **extra)
+        if choice.options:
+            options = replace(options, **_per_run(choice.options, f"{choice.label}.{label}", variant))
+        sub = scaled(progress, done / len(plans), (done + 1) / len(plans))
+        results.append(Run(choice, variant, label, spec.run(load_case(case, variant), options, sub)))
     report(progress, 1.0, "comparison done")
     return results
 
@@ -166,15 +199,36 @@ def _per_run(options: Mapping[str, Any], label: str, variant: int) -> dict[str, 
     return values
 
 
-def comparison_rows(results: Sequence[tuple[AgentChoice, int, AgentResult]]) -> list[dict[str, Any]]:
-    """One flat row per (agent, variant): reward, score, target and OAR metrics, cost."""
+def _to_max(result: AgentResult) -> tuple[int | None, int | None]:
+    """Steps and optimizations until the plan first reached the maximum score (None if it never did)."""
+    if result.score_max is None:
+        return None, None
+    scored = [entry for entry in result.history if entry.get("score") is not None]
+    for index, entry in enumerate(scored):
+        if entry["score"] >= result.score_max - 1e-9:  # an LLM's iterations count its unusable replies
+            return int(entry.get("iteration", index)), int(entry.get("optimizer_calls", index + 1))
+    return None, None
+
+
+def _scores_by_optimization(result: AgentResult) -> list[list[float]]:
+    """(optimizations spent, score) after the start and after each plan of the run's history."""
+    scored = [entry for entry in result.history if entry.get("score") is not None]
+    return [[int(e.get("optimizer_calls", n + 1)), float(e["score"])] for n, e in enumerate(scored)]
+
+
+def comparison_rows(results: Sequence[Run]) -> list[dict[str, Any]]:
+    """One flat row per run: reward, score, steps and optimizations to the end and to the maximum, target
+    and OAR metrics, each criterion's pass (full credit), cost, and the LLM's calls and tokens."""
     rows = []
-    for choice, variant, result in results:
+    for run in results:
+        result = run.result
         plan, structures = result.metrics["plan"], result.metrics["structures"]
         target = next(values for values in structures.values() if values["role"] == "target")
+        steps_to_max, optimizations_to_max = _to_max(result)
         row: dict[str, Any] = {
-            "agent": choice.label,
-            "variant": variant,
+            "agent": run.choice.label,
+            "variant": run.variant,
+            "start": run.start,
             "reward": result.reward,
             "score": result.score,
             "score_max": result.score_max,
@@ -188,12 +242,17 @@ def comparison_rows(results: Sequence[tuple[AgentChoice, int, AgentResult]]) -> 
         for name, values in structures.items():
             if values["role"] == "oar":
                 row[f"{name}_mean_gy"] = values["mean_gy"]
+        for criterion in plan.get("criteria") or []:
+            row[f"pass {criterion['label']}"] = bool(criterion["subscore"] >= 1.0 - 1e-9)
         row |= {
             "steps": result.steps,
             "optimizer_calls": result.optimizer_calls,
+            "steps_to_max": steps_to_max,
+            "optimizations_to_max": optimizations_to_max,
             "wall_s": result.wall_s,
             "angles_deg": " ".join(f"{a:g}" for a in result.angles_deg),
             "tpps": json.dumps(result.tpps.to_dict()) if result.tpps is not None else "",
+            "score_by_step": json.dumps(_scores_by_optimization(result)),
         }
         if result.llm is not None:
             row |= {f"llm_{key}": result.llm.get(key) for key in _LLM_KEYS}
@@ -203,7 +262,7 @@ def comparison_rows(results: Sequence[tuple[AgentChoice, int, AgentResult]]) -> 
 
 
 _NUMERIC = ("reward", "score", "start_score", "target_d95_gy", "target_d2_gy", "hi", "ci")
-_COST = ("steps", "optimizer_calls", "wall_s")
+_COST = ("steps", "optimizer_calls", "steps_to_max", "optimizations_to_max", "wall_s")
 _LLM_KEYS = (
     "calls",
     "prompt_tokens",
@@ -217,10 +276,18 @@ _LLM_COLUMNS = tuple(f"llm_{key}" for key in _LLM_KEYS)
 
 
 def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per agent: n, and mean, sd (ddof 1) and standard error of each numeric column; fraction at max."""
+    """Per agent (and start kind, when runs started from the default and from random TPPs): n, and
+    mean, sd (ddof 1) and standard error of each numeric column; fraction at max; pass rates."""
     summaries = []
-    for agent in dict.fromkeys(row["agent"] for row in rows):
-        mine = [row for row in rows if row["agent"] == agent]
+    kinds = {row.get("start", "default").partition(":")[0] for row in rows} - {"own"}
+
+    def group(row: dict[str, Any]) -> str:
+        """The agent, with its start kind when the comparison has several (default and random)."""
+        kind = row.get("start", "default").partition(":")[0]
+        return row["agent"] if len(kinds) < 2 else f"{row['agent']} ({kind} start)"
+
+    for agent in dict.fromkeys(group(row) for row in rows):
+        mine = [row for row in rows if group(row) == agent]
         oar_columns = [key for key in mine[0] if key.endswith("_mean_gy")]
         summary: dict[str, Any] = {"agent": agent, "n": len(mine)}
         for key in (*_NUMERIC, *oar_columns, *_COST, *_LLM_COLUMNS):
@@ -230,6 +297,10 @@ def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             sd = float(values.std(ddof=1)) if values.size > 1 else 0.0
             summary[key] = {"mean": float(values.mean()), "sd": sd, "sem": sd / math.sqrt(values.size)}
         summary["fraction_at_max"] = float(np.mean([row["at_max"] for row in mine]))
+        passes = [key for key in mine[0] if key.startswith("pass ")]
+        summary["pass_rates"] = {
+            key[5:]: float(np.mean([bool(row.get(key)) for row in mine])) for key in passes
+        }
         summaries.append(summary)
     return summaries
 
@@ -249,7 +320,10 @@ def markdown_table(summaries: Sequence[dict[str, Any]], env: EnvName) -> str:
     columns += [("D95 Gy", "target_d95_gy", 1), ("D2 Gy", "target_d2_gy", 1), ("HI", "hi", 3)]
     columns += [("CI", "ci", 3)]
     columns += [(f"{key.removesuffix('_mean_gy')} mean Gy", key, 1) for key in oars]
-    columns += [("steps", "steps", 1), ("optimizations", "optimizer_calls", 0), ("wall s", "wall_s", 1)]
+    columns += [("steps", "steps", 1), ("optimizations", "optimizer_calls", 0)]
+    if env == "tpp":
+        columns += [("steps to max", "steps_to_max", 1), ("optimizations to max", "optimizations_to_max", 0)]
+    columns += [("wall s", "wall_s", 1)]
     if any("llm_calls" in s for s in summaries):
         columns += [
             ("LLM calls", "llm_calls", 1),
@@ -268,6 +342,15 @@ def markdown_table(summaries: Sequence[dict[str, Any]], env: EnvName) -> str:
             at_max = key == "fraction_at_max"
             cells.append(f"{100 * s[key]:.0f} %" if at_max else _cell(s, key, digits))
         lines.append("| " + " | ".join(cells) + " |")
+    criteria = list(dict.fromkeys(c for s in summaries for c in s.get("pass_rates", {})))
+    if criteria:
+        lines += ["", "Per-criterion pass rates (full credit):", ""]
+        lines.append("| agent | " + " | ".join(criteria) + " |")
+        lines.append("|" + "---|" * (len(criteria) + 1))
+        for s in summaries:
+            rates = s.get("pass_rates", {})
+            cells = [f"{100 * rates[c]:.0f} %" if c in rates else "–" for c in criteria]
+            lines.append(f"| {s['agent']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -277,8 +360,11 @@ def write_comparison(
     """Write comparison.md, comparison.csv (one row per agent and variant) and comparison.json."""
     summaries = summarize(rows)
     title = f"{meta['case']} variants {meta['variants']}, {env} environment"
-    text = f"# Agent comparison: {title}\n\nMean ± sd over {len({r['variant'] for r in rows})} variants"
-    text += "; every number from the CT-grid evaluation of the final plan.\n\n"
+    starts = ", ".join(dict.fromkeys(r["start"].partition(":")[0] for r in rows))
+    text = f"# Agent comparison: {title}\n\n*{RESEARCH_USE_ONLY}*\n\n"
+    text += f"Mean ± sd over {len({r['variant'] for r in rows})} variants and the starts ({starts}); "
+    text += "every number from the CT-grid evaluation of the final plan. Steps and optimizations to max: "
+    text += "over the runs that reached it.\n\n"
     stops: dict[str, dict[str, int]] = {}
     for row in rows:
         if row.get("llm_stop_reason"):
@@ -297,6 +383,40 @@ def write_comparison(
     payload = {"meta": meta, "summary": summaries, "runs": list(rows)}
     (folder / "comparison.json").write_text(json.dumps(payload, indent=2) + "\n")
     return summaries
+
+
+def plot_scores_by_step(rows: Sequence[dict[str, Any]], path: Path) -> None:
+    """Mean best-so-far score against fluence optimizations spent, per agent over its runs (a tuner's
+    step costs a round of optimizations, an LLM's or DQN's one); a run that ended keeps its last best."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4), constrained_layout=True)
+    for agent in dict.fromkeys(row["agent"] for row in rows):
+        runs = [json.loads(r["score_by_step"]) for r in rows if r["agent"] == agent]
+        runs = [run for run in runs if run]
+        if not runs:
+            continue
+        end = max(calls for run in runs for calls, _ in run)
+        grid = np.arange(1, end + 1)
+        curves = []
+        for run in runs:  # best score so far at each optimization count, held after the run ends
+            calls, scores = np.array(run, dtype=float).T
+            best = np.maximum.accumulate(scores)
+            curves.append(best[np.searchsorted(calls, grid, side="right") - 1])
+        axis.plot(grid, np.mean(curves, axis=0), label=f"{agent} (n={len(curves)})")
+    score_max = next((r["score_max"] for r in rows if r.get("score_max")), None)
+    if score_max:
+        axis.axhline(score_max, color="grey", linestyle=":", linewidth=1)
+    axis.set_xlabel("fluence optimizations (1 = the start plan)")
+    axis.set_ylabel("best score so far (mean over runs)")
+    axis.set_xscale("log")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
 
 
 def read_training_log(path: Path) -> list[dict[str, Any]]:

@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar
 
 import numpy as np
 
 from radagent.agents.common import (
+    SCORE_TOLERANCE,
     AgentResult,
     AngleAgentOptions,
     TPPAgentOptions,
     Trial,
     angle_record,
+    improves,
     lookahead,
     plan_status,
     tpp_record,
@@ -32,15 +34,15 @@ from radagent.progress import ProgressCallback, report
 
 __all__ = [
     "ExhaustiveOptions",
+    "PriorTunerOptions",
     "TunerOptions",
     "run_equispaced",
     "run_exhaustive",
     "run_greedy",
+    "run_prior_tuner",
     "run_random",
     "run_tuner",
 ]
-
-_TOLERANCE = 1e-9  # a score change smaller than this is no improvement
 
 
 @dataclass(frozen=True)
@@ -53,9 +55,24 @@ class ExhaustiveOptions(AngleAgentOptions):
 
 @dataclass(frozen=True)
 class TunerOptions(TPPAgentOptions):
-    """Coordinate-search tuner: at most ``max_moves`` accepted TPP steps (the TPP env's episode limit)."""
+    """Coordinate-search tuner: at most ``max_moves`` accepted TPP steps (the TPP env's episode limit) and,
+    when given, at most ``max_optimizations`` fluence optimizations (a comparison's budget)."""
 
     max_moves: int = 20
+    max_optimizations: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_optimizations is not None and self.max_optimizations < 2:
+            raise ValueError(f"max_optimizations must be at least 2, got {self.max_optimizations}")
+
+
+@dataclass(frozen=True)
+class PriorTunerOptions(TunerOptions):
+    """The tuner started from a knowledge card's median TPPs, mapped to this case's roles (default: the
+    card shipped with the package)."""
+
+    knowledge: str | None = None
+    uses_start: ClassVar[bool] = False  # it starts from the card's medians, whatever ``start`` says
 
 
 class _AngleEpisode:
@@ -196,48 +213,87 @@ def run_exhaustive(
     return episode.result("exhaustive", note)
 
 
-def _improves(new: dict[str, Any], old: dict[str, Any]) -> bool:
-    """A higher score, or the same score and a higher smooth score."""
-    if new["score"] > old["score"] + _TOLERANCE:
-        return True
-    same_score = abs(new["score"] - old["score"]) <= _TOLERANCE
-    return same_score and new["smooth_score"] > old["smooth_score"] + _TOLERANCE
-
-
 def run_tuner(
     case: str | Case, options: TunerOptions, progress: ProgressCallback | None = None
 ) -> AgentResult:
     """Coordinate search on (score, smooth score): try every valid TPP step, keep the best improving one.
 
-    Stops at the maximum score, when no step improves, or after ``max_moves`` moves; each round costs one
-    optimization per valid action (≤ 6 + 6N) plus one for the start.
+    Stops at the maximum score, when no step improves, after ``max_moves`` moves or at the optimization
+    budget; each round costs one optimization per valid action (≤ 6 + 6N) plus one for the start.
     """
     start = time.perf_counter()
+    return _tune("tuner", _tuner_env(case, options), options, None, "", start, progress)
+
+
+def run_prior_tuner(
+    case: str | Case, options: PriorTunerOptions, progress: ProgressCallback | None = None
+) -> AgentResult:
+    """The tuner from the knowledge card's medians (role-mapped): what the knowledge is worth without an
+    LLM (METHOD §5, the ablation the sources lack)."""
+    from radagent.agents.knowledge import read_card
+
+    start = time.perf_counter()
+    card = read_card(options.knowledge)
+    env = _tuner_env(case, options)
+    patient = env.source.case(env.source.variants[0])
+    mapping = card.mapping(patient, env.roles.target, env.roles.oars)
+    medians = card.medians(mapping, env.roles.oars)
+    names = ", ".join(f"{name} → card {key}" for name, _, key in mapping.oars)
+    note = f"started from the card's medians ({names})"
+    result = _tune("prior-tuner", env, options, medians, note, start, progress)
+    return replace(result, knowledge={**card.provenance(), **mapping.to_dict()})
+
+
+def _tuner_env(case: str | Case, options: TunerOptions) -> TPPEnv:
+    """The TPP environment a tuner steps (its episode limit the tuner's move limit)."""
     config = TPPConfig(
         engine=options.engine, angles_deg=options.angles_deg, start=options.start, max_steps=options.max_moves
     )
-    env = TPPEnv(case=case, config=config)
-    _, info = env.reset(seed=options.seed)
-    history = [tpp_record(None, "", 0.0, info)]
-    calls = 1
-    while len(history) <= options.max_moves and info["score"] < info["score_max"] - _TOLERANCE:
+    return TPPEnv(case=case, config=config)
+
+
+def _tune(
+    agent: str,
+    env: TPPEnv,
+    options: TunerOptions,
+    start_tpps: dict[str, float] | None,
+    note: str,
+    start: float,
+    progress: ProgressCallback | None,
+) -> AgentResult:
+    """The coordinate search in ``env`` from the options' start, or from ``start_tpps`` (entry → value);
+    ``start``: when the run began (``perf_counter``)."""
+    reset_options = {"tpps": start_tpps} if start_tpps is not None else None
+    _, info = env.reset(seed=options.seed, options=reset_options)
+    history = [{**tpp_record(None, "", 0.0, info), "optimizer_calls": 1}]
+    calls, budget = 1, options.max_optimizations or math.inf
+    stop = ""
+    while len(history) <= options.max_moves and info["score"] < info["score_max"] - SCORE_TOLERANCE:
         moves = len(history) - 1
         trials = []
         actions = np.flatnonzero(env.action_masks())
         for n, action in enumerate(actions):
+            if calls + len(trials) >= budget:
+                stop = f"optimization budget of {options.max_optimizations} spent"
+                break
             done = (moves + n / len(actions)) / options.max_moves
-            report(progress, done, f"tuner: move {moves + 1}{plan_status(info)}")
+            report(progress, done, f"{agent}: move {moves + 1}{plan_status(info)}")
             trials.append(lookahead(env, int(action)))
         calls += len(trials)
-        best = max(trials, key=lambda t: (t.info["score"], t.info["smooth_score"]))
-        if not _improves(best.info, info):
+        if not trials:
             break
-        history.append(tpp_record(best.action, env.action_name(best.action), best.reward, best.info))
+        best = max(trials, key=lambda t: (t.info["score"], t.info["smooth_score"]))
+        if not improves(best.info, info):
+            break
+        record = tpp_record(best.action, env.action_name(best.action), best.reward, best.info)
+        history.append({**record, "optimizer_calls": calls})
         env, info = best.env, best.info
-    report(progress, 1.0, "tuner: done")
+        if stop:
+            break
+    report(progress, 1.0, f"{agent}: done")
     env.close()
     return AgentResult(
-        agent="tuner",
+        agent=agent,
         kind="tpp",
         case=info["case"],
         angles_deg=tuple(options.angles_deg),
@@ -250,5 +306,6 @@ def run_tuner(
         wall_s=time.perf_counter() - start,
         history=history,
         options=options,
+        note="; ".join(part for part in (note, stop) if part),
         metrics=info["metrics"],
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, NamedTuple
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import gymnasium as gym
 
@@ -20,6 +20,7 @@ from radagent.evaluate.metrics import score_text
 from radagent.optimize import TPPs
 
 __all__ = [
+    "SCORE_TOLERANCE",
     "AgentKind",
     "AgentOptions",
     "AgentResult",
@@ -27,6 +28,7 @@ __all__ = [
     "TPPAgentOptions",
     "Trial",
     "angle_record",
+    "improves",
     "lookahead",
     "plan_status",
     "tpp_record",
@@ -57,6 +59,9 @@ class TPPAgentOptions(AgentOptions):
 
     angles_deg: tuple[float, ...] = field(default_factory=lambda: equispaced_angles(DEFAULT_BEAMS))
     start: Literal["default", "random"] = "default"
+    # False for an agent that chooses its own start (prior-tuner: a card's medians), which a comparison
+    # then runs once per variant instead of once per start
+    uses_start: ClassVar[bool] = True
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,7 @@ class AgentResult:
     note: str = ""
     metrics: dict[str, Any] = field(default_factory=dict, repr=False)  # final plan's CT-grid evaluation
     llm: dict[str, Any] | None = None  # an LLM agent's calls, tokens, valid-reply rate and stop reason
+    knowledge: dict[str, Any] | None = None  # the knowledge card used (source, hash) and the role mapping
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dictionary (TPPs as ``{entry: value}``, options as plain values); without the final
@@ -133,6 +139,17 @@ def tpp_record(action: int | None, name: str | None, reward: float, info: dict[s
         "smooth_score": info["smooth_score"],
         "plan_reward": info["plan_reward"],
     }
+
+
+SCORE_TOLERANCE = 1e-9  # a score change smaller than this is no improvement
+
+
+def improves(new: dict[str, Any], old: dict[str, Any]) -> bool:
+    """A higher score, or the same score and a higher smooth score (env step ``info`` dictionaries)."""
+    if new["score"] > old["score"] + SCORE_TOLERANCE:
+        return True
+    same_score = abs(new["score"] - old["score"]) <= SCORE_TOLERANCE
+    return same_score and new["smooth_score"] > old["smooth_score"] + SCORE_TOLERANCE
 
 
 def plan_status(info: dict[str, Any]) -> str:

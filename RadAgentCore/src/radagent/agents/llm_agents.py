@@ -52,8 +52,11 @@ __all__ = [
     "LLMGantryOptions",
     "LLMOptions",
     "beam_paths",
+    "llm_client",
     "llm_settings",
+    "re_ask",
     "run_llm_gantry",
+    "run_usage",
 ]
 
 URL_VARIABLE, MODEL_VARIABLE = "RADAGENT_LLM_URL", "RADAGENT_LLM_MODEL"
@@ -112,6 +115,31 @@ def llm_settings(options: LLMOptions) -> LLMSettings:
         log_path=options.llm_log,
         dry_run_dir=options.llm_dry_run,
     )
+
+
+def llm_client(options: LLMOptions) -> tuple[LLMSettings, LLMClient]:
+    """The transport settings and a client for an agent's options: answering from ``llm_replay`` when
+    given; a remote endpoint without the opt-in is refused here, before any connection."""
+    settings = llm_settings(options)
+    replay = read_audit_log(options.llm_replay) if options.llm_replay else None
+    return settings, LLMClient(settings, replay=replay)
+
+
+def re_ask(messages: list[Message], reply: str, error: Exception) -> list[Message]:
+    """The conversation asking again once: the unusable reply and what was wrong with it."""
+    problem = f"That reply cannot be used: {error}. Reply again with the JSON object only."
+    return [*messages, Message("assistant", reply), Message("user", problem)]
+
+
+def run_usage(client: LLMClient, records: list[dict[str, Any]], stop: str) -> dict[str, Any]:
+    """What a run spent and how the model did: the client's calls and tokens, iterations, the rate of
+    usable replies, re-asks and why the run stopped (``records``: each iteration's ``llm`` record)."""
+    return client.usage() | {
+        "iterations": len(records),
+        "valid_reply_rate": sum(bool(r["valid"]) for r in records) / len(records) if records else None,
+        "re_asks": sum(bool(r["re_asked"]) for r in records),
+        "stop_reason": stop,
+    }
 
 
 def beam_paths(
@@ -202,9 +230,7 @@ def run_llm_gantry(
 ) -> AgentResult:
     """Refine the angle set with an LLM: ask, plan its reply, show it the result, ``iterations`` times."""
     start = time.perf_counter()
-    settings = llm_settings(options)
-    replay = read_audit_log(options.llm_replay) if options.llm_replay else None
-    client = LLMClient(settings, replay=replay)  # refuses a remote endpoint before any connection
+    settings, client = llm_client(options)
     config = GantryConfig(
         engine=options.engine,
         beams=options.beams,
@@ -288,14 +314,9 @@ def run_llm_gantry(
             break
     report(progress, 1.0, "llm-gantry: done")
     env.close()
-    valid = [h["llm"]["valid"] for h in history[1:] if h.get("llm")]
-    usage = client.usage() | {
-        "iterations": len(valid),
-        "valid_reply_rate": sum(valid) / len(valid) if valid else None,
-        "re_asks": sum(bool(h["llm"]["re_asked"]) for h in history[1:] if h.get("llm")),
-        "history_entries_dropped": dropped,  # the most left out of any one prompt
-        "stop_reason": stop or f"{options.iterations} iterations",
-    }
+    records = [h["llm"] for h in history[1:] if h.get("llm")]
+    usage = run_usage(client, records, stop or f"{options.iterations} iterations")
+    usage["history_entries_dropped"] = dropped  # the most left out of any one prompt
     return AgentResult(
         agent="llm-gantry",
         kind="angles",
@@ -343,13 +364,7 @@ def _ask(
             record.error = str(error)
             if attempt == 0:
                 record.re_asked = True
-                messages = [
-                    *messages,
-                    Message("assistant", reply.text),
-                    Message(
-                        "user", f"That reply cannot be used: {error}. Reply again with the JSON object only."
-                    ),
-                ]
+                messages = re_ask(messages, reply.text, error)
             continue
         record.valid, record.snapped, record.rationale = True, tuple(snaps), str(value["rationale"])
         record.error = ""

@@ -16,10 +16,12 @@ from typing import Any
 
 from radagent.agents.baselines import (
     ExhaustiveOptions,
+    PriorTunerOptions,
     TunerOptions,
     run_equispaced,
     run_exhaustive,
     run_greedy,
+    run_prior_tuner,
     run_random,
     run_tuner,
 )
@@ -27,6 +29,7 @@ from radagent.agents.checkpoint import GANTRY_DQN, TPP_DQN, TrainedFor
 from radagent.agents.common import AgentKind, AgentOptions, AgentResult, AngleAgentOptions, TPPAgentOptions
 from radagent.agents.learned import DQNGantryOptions, DQNTPPOptions, run_dqn_gantry, run_dqn_tpp
 from radagent.agents.llm_agents import LLMGantryOptions, run_llm_gantry
+from radagent.agents.llm_tpp import LLMTPPOptions, M2MOptions, run_llm_tpp, run_m2m
 from radagent.errors import InputError
 from radagent.patient import Case
 from radagent.progress import ProgressCallback
@@ -129,6 +132,30 @@ AGENTS: Mapping[str, AgentSpec] = MappingProxyType(
                 run_dqn_tpp,
                 "trained DQN, one TPP step per step",
                 AgentNeeds(_TORCH, _LEARN_EXTRA, score_card=True, trained=TPP_DQN),
+            ),
+            AgentSpec(
+                "prior-tuner",
+                "tpp",
+                PriorTunerOptions,
+                run_prior_tuner,
+                "the tuner started from a knowledge card's medians (the knowledge without an LLM)",
+                AgentNeeds(score_card=True),
+            ),
+            AgentSpec(
+                "llm-tpp",
+                "tpp",
+                LLMTPPOptions,
+                run_llm_tpp,
+                "an LLM sets the TPPs from the score card, DVH and history (unguided)",
+                AgentNeeds(score_card=True, llm_endpoint=True),
+            ),
+            AgentSpec(
+                "m2m",
+                "tpp",
+                M2MOptions,
+                run_m2m,
+                "an LLM sets the TPPs guided by a trained agent's knowledge card (M2M)",
+                AgentNeeds(score_card=True, llm_endpoint=True),
             ),
         )
     }

@@ -19,12 +19,17 @@ __all__ = [
     "STRUCTURE_WORDS",
     "BeamPath",
     "HistoryEntry",
+    "TppEntry",
+    "TppHistoryEntry",
     "fit_history",
     "gantry_reply_schema",
     "gantry_system_prompt",
     "gantry_user_prompt",
     "role_labels",
     "safe_name",
+    "tpp_reply_schema",
+    "tpp_system_prompt",
+    "tpp_user_prompt",
 ]
 
 _PLAIN_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_\-]{0,23}")
@@ -256,3 +261,129 @@ def fit_history(
         kept.remove(victim)
         dropped += 1
     return sorted(kept, key=lambda e: -e.reward), dropped
+
+
+# ---------------------------------------------------------------------------------------------------
+# TPP tuning (llm-tpp, m2m): the LLM proposes planning parameters by role, the environment plans them
+
+
+@dataclass(frozen=True)
+class TppEntry:
+    """One TPP as the prompt names it (``t_target``, ``lambda_OAR1``…), its value and its bounds."""
+
+    name: str
+    value: float
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class TppHistoryEntry:
+    """One plan the agent has seen: its TPPs by prompt name and its score."""
+
+    iteration: int
+    tpps: tuple[tuple[str, float], ...]
+    score: float
+    score_max: float
+
+
+def tpp_reply_schema(names: Sequence[str] | None = None) -> dict[str, Any]:
+    """The reply ``{"tpp": {NAME: value, …}, "rationale": "…"}`` (a partial update is allowed). With
+    ``names``, the schema to *send* (servers that constrain decoding then keep to these names); without,
+    the looser schema a reply is *accepted* under, so that unknown names can be reported back."""
+    if names is None:  # accepted: any names and values (checked afterwards), any rationale length
+        return {
+            "type": "object",
+            "properties": {"tpp": {"type": "object"}, "rationale": {"type": "string"}},
+            "required": ["tpp", "rationale"],
+        }
+    values = {
+        "type": "object",
+        "properties": {name: {"type": "number"} for name in names},
+        "additionalProperties": False,
+    }
+    return {
+        "type": "object",
+        "properties": {"tpp": values, "rationale": {"type": "string", "maxLength": 600}},
+        "required": ["tpp", "rationale"],
+        "additionalProperties": False,
+    }
+
+
+def tpp_system_prompt(score_max: float, oar_count: int, guidance_source: str | None = None) -> str:
+    """The role, what the TPPs do (METHOD §3), the goal and the reply format."""
+    oars = ", ".join(f"OAR{k}" for k in range(1, oar_count + 1))
+    lines = [
+        "You tune the treatment planning parameters (TPPs) of a radiotherapy IMRT fluence optimizer. "
+        f"Structures: the target and the organs at risk {oars} (OAR1 is the nearest to the target).",
+        "Per structure s there are three TPPs: t_s, a dose threshold as a fraction of the prescription; "
+        "lambda_s, a priority weight (only lambda_s / lambda_target matters); V_s, a volume fraction. The "
+        "optimizer pushes the hottest V_s of s down towards t_s × prescription with weight lambda_s / "
+        "lambda_target, and always keeps the target covered; the plan is then normalized so that 95 % of "
+        "the target gets the prescription.",
+        "Lower t or higher lambda or V on an OAR spares it more, at a cost to the target's homogeneity "
+        "and to the other OARs.",
+        f"A score card scores each plan; the best is {score_text(score_max, score_max)}. Reach it in as "
+        "few iterations as you can.",
+    ]
+    if guidance_source is not None:
+        lines.append(
+            "You also get guidance distilled from a reinforcement-learning agent that tuned these TPPs "
+            f"successfully on many {guidance_source} plans: treat it as priors, not limits."
+        )
+    lines.append(
+        'Reply with one JSON object only: {"tpp": {"NAME": value, ...}, "rationale": "..."}. Give only the '
+        "TPPs you change (the others keep their values), use the names shown, and a rationale of one or "
+        "two sentences."
+    )
+    return "\n".join(lines)
+
+
+def _number(value: float) -> str:
+    return f"{value:.4g}"
+
+
+def tpp_user_prompt(
+    iteration: int,
+    iterations: int,
+    score: float,
+    score_max: float,
+    criteria: Sequence[Mapping[str, Any]],
+    labels: Mapping[str, str],
+    dvh: Mapping[str, Sequence[float]],
+    dvh_levels: Sequence[float],
+    tpps: Sequence[TppEntry],
+    history: Sequence[TppHistoryEntry],
+    guidance: Sequence[str] = (),
+    mapping: Sequence[str] = (),
+) -> str:
+    """One iteration's question: the score card (value, thresholds, sub-score), total score, a compact DVH,
+    the current TPPs with bounds, the recent history and, for the guided agent, the guidance block."""
+    lines = [f"Iteration {iteration} of {iterations}. Current plan: {score_text(score, score_max)}."]
+    if mapping:
+        lines.append("Structures: " + "; ".join(mapping))
+    lines.append("Score card: criterion | value | full credit at | zero credit at | sub-score (of 1)")
+    for row in criteria:
+        structure = labels.get(row["structure"], "structure")
+        label = row["label"].replace(row["structure"], structure)
+        lines.append(
+            f"  {label} | {row['value']:.3f} | {row['full_credit']:g} | {row['zero_credit']:g} | "
+            f"{row['subscore']:.2f}"
+        )
+    levels = " ".join(f"{level:g}" for level in dvh_levels)
+    lines.append(f"DVH: % volume receiving at least these fractions of the prescription: {levels}")
+    for name, volumes in dvh.items():
+        lines.append(f"  {labels.get(name, 'structure')}: " + " ".join(f"{v:.0f}" for v in volumes))
+    lines.append("Current TPPs (name = value [bounds]):")
+    lines += [f"  {e.name} = {_number(e.value)} [{_number(e.low)}, {_number(e.high)}]" for e in tpps]
+    if history:
+        lines.append("Recent plans (iteration: changed TPPs → score):")
+        for entry in history:
+            changed = ", ".join(f"{n}={_number(v)}" for n, v in entry.tpps)
+            changed = changed or ("start" if entry.iteration == 0 else "no change")
+            lines.append(f"  {entry.iteration}: {changed} → {score_text(entry.score, entry.score_max)}")
+    if guidance:
+        lines.append("Guidance (priors from a trained agent, not limits):")
+        lines += [f"  {line}" for line in guidance]
+    lines.append("Reply with the TPPs to change (JSON only).")
+    return "\n".join(lines)

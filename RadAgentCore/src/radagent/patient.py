@@ -8,6 +8,7 @@ exceeds the prescription.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -20,7 +21,7 @@ from radagent.errors import InputError
 from radagent.evaluate.scorecard import ScoreCard
 from radagent.geometry import Grid, resample_mask
 
-__all__ = ["Case", "Protocol", "Role", "Structure", "body_from_ct", "structure_on_grid"]
+__all__ = ["Case", "DicomOrigin", "Protocol", "Role", "Structure", "body_from_ct", "structure_on_grid"]
 
 # How far from perpendicular the CT's axes may be (the ray tracer and the dose grid assume orthogonal
 # axes; a gantry-tilted CT shears them).
@@ -114,6 +115,28 @@ def body_from_ct(ct_hu: np.ndarray, threshold_hu: float = -400.0) -> np.ndarray:
     return body
 
 
+@dataclass(frozen=True)
+class DicomOrigin:
+    """Where a case read from DICOM came from: the patient's identifiers and the UIDs an export reuses so
+    that its RTPLAN and RTDOSE join the patient's study, CT series and structure set."""
+
+    patient_name: str
+    patient_id: str
+    patient_birth_date: str
+    patient_sex: str
+    study_instance_uid: str
+    study_id: str
+    study_date: str
+    study_time: str
+    study_description: str
+    frame_of_reference_uid: str
+    ct_series_instance_uid: str
+    ct_sop_instance_uids: tuple[str, ...]  # one per CT slice, in the grid's k order
+    structure_set_uid: str  # SOP instance UID of the RTSTRUCT the structures came from
+    roi_numbers: Mapping[str, int] = field(default_factory=dict)  # structure name → its ROI Number
+    notes: tuple[str, ...] = ()  # what the import left out or assumed, for the front end to show
+
+
 @dataclass(eq=False)
 class Case:
     """A patient (or phantom) ready to plan: CT in HU on ``grid``, structures on the same grid, protocol."""
@@ -126,6 +149,7 @@ class Case:
     patient_position: str = "HFS"
     calibration: DensityCalibration = field(default_factory=DensityCalibration)
     description: str = ""
+    dicom: DicomOrigin | None = None  # set for a case read from DICOM (radagent.io.dicom_read)
 
     def __post_init__(self) -> None:
         self.ct_hu = np.asarray(self.ct_hu, dtype=np.float32)

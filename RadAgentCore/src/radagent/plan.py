@@ -121,6 +121,7 @@ class PlanResult:
                     "gantry_deg": angle,
                     "n_beamlets": int(columns.stop - columns.start),
                     "beamlet_weight_sum": float(np.sum(self.weights[columns])),
+                    "jaws_mm": self._jaws_mm(index),
                 }
             )
         description: dict[str, Any] = {
@@ -150,6 +151,16 @@ class PlanResult:
                 "objective_history": [float(v) for v in self.optimization.objective_history],
             }
         return description
+
+    def _jaws_mm(self, beam_index: int) -> list[float]:
+        """The beam's field at the isocentre, [X1, X2, Y1, Y2] in mm: the box around its beamlets of
+        non-zero weight (all of them when none has any), each a bixel wide."""
+        beam = self.dose_influence.beams[beam_index]
+        weights = self.weights[beam.columns]
+        uv = beam.beamlet_uv_mm[weights > 0] if np.any(weights > 0) else beam.beamlet_uv_mm
+        half = 0.5 * self.settings.engine.bixel_mm
+        low, high = uv.min(axis=0) - half, uv.max(axis=0) + half
+        return [round(float(v), 3) for v in (low[0], high[0], low[1], high[1])]
 
 
 def overlap_warnings(case: Case, settings: PlanSettings) -> list[str]:

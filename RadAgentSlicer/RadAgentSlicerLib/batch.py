@@ -5,8 +5,9 @@ outside it with any Python that has ``radagent`` and ``slicer-core``. The argume
 core's plan request by :class:`RadAgentSlicerLib.logic.PlanningLogic`, as the panel's choices are. Each
 case gets its own scene and output folder with the CLI's files (``dose.nrrd``, ``dvh.csv``,
 ``metrics.json``, ``plan.json``; optionally ``scene.mrb``), written by the core's writer to a temporary
-folder and moved in on success. Exit status: 0 when every case was planned, 1 when any case failed (the
-others still run), 2 for bad arguments.
+folder and moved in on success; with ``--export-dicom`` also the plan as DICOM RT (CT, RTSTRUCT, RTPLAN,
+RTDOSE) by the core's DICOM writer, one sub-folder per case as for ``--out``. Exit status: 0 when every
+case was planned, 1 when any case failed (the others still run), 2 for bad arguments.
 """
 
 from __future__ import annotations
@@ -30,7 +31,15 @@ from radagent.io.results import staged_folder, write_plan_outputs
 from radagent.request import DEFAULT_FRACTIONS, PlanRequest
 from RadAgentSlicerLib.logic import PlanningLogic, PlanNodes
 
-__all__ = ["find_cases", "load_inputs", "main", "new_scene", "plan_case_files", "save_results"]
+__all__ = [
+    "export_dicom",
+    "find_cases",
+    "load_inputs",
+    "main",
+    "new_scene",
+    "plan_case_files",
+    "save_results",
+]
 
 EXIT_OK, EXIT_CASE_FAILED, EXIT_BAD_ARGUMENTS = 0, 1, 2
 SEGMENTATION_SUFFIX = ".seg.nrrd"
@@ -92,6 +101,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--normalize-to", metavar="TARGET", help="target whose D95 is set to its dose")
     parser.add_argument("--save-scene", action="store_true", help="also save each case's scene.mrb")
     parser.add_argument("--out", type=Path, required=True, help="output folder (one sub-folder per case)")
+    parser.add_argument(
+        "--export-dicom",
+        type=Path,
+        metavar="DIR",
+        help="also write each plan as DICOM RT (one sub-folder per case); research plans, not deliverable",
+    )
+    parser.add_argument(
+        "--anonymize", action="store_true", help="replace patient identifiers in the DICOM export"
+    )
     return parser
 
 
@@ -145,20 +163,29 @@ def save_results(scene: Any, result: PlanNodes, folder: Path, save_scene: bool) 
 
 
 def plan_case_files(
-    ct_path: Path, segmentation_path: Path, out: Path, args: argparse.Namespace
+    ct_path: Path,
+    segmentation_path: Path,
+    out: Path,
+    args: argparse.Namespace,
+    dicom_out: Path | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
-    """Plan one case from files into ``out`` (staged, moved in on success); returns metrics.json and the
-    plan's warnings."""
+    """Plan one case from files into ``out`` (and its DICOM RT into ``dicom_out``; staged, moved in on
+    success); returns metrics.json and the plan's warnings."""
     with tempfile.TemporaryDirectory(prefix="RadAgentSlicer-") as cache:
         scene = new_scene(cache)
         try:
-            return _plan_in_scene(scene, ct_path, segmentation_path, out, args)
+            return _plan_in_scene(scene, ct_path, segmentation_path, out, args, dicom_out)
         finally:
             scene.Clear(1)
 
 
 def _plan_in_scene(
-    scene: Any, ct_path: Path, segmentation_path: Path, out: Path, args: argparse.Namespace
+    scene: Any,
+    ct_path: Path,
+    segmentation_path: Path,
+    out: Path,
+    args: argparse.Namespace,
+    dicom_out: Path | None,
 ) -> tuple[dict[str, Any], list[str]]:
     """Load the files into ``scene``, plan them with the panel's logic and write the outputs."""
     ct, segmentation = load_inputs(scene, ct_path, segmentation_path)
@@ -183,7 +210,19 @@ def _plan_in_scene(
     )
     with staged_folder(out) as staging:
         save_results(scene, result, staging, args.save_scene)
+        if dicom_out is not None:  # inside the outputs' staging: both land, or neither
+            with staged_folder(dicom_out, "--export-dicom") as dicom_staging:
+                export_dicom(result, dicom_staging, getattr(args, "anonymize", False))
     return result.metrics, result.description["warnings"]
+
+
+def export_dicom(result: PlanNodes, folder: Path, anonymize: bool = False) -> list[Path]:
+    """Write a finished plan as DICOM RT into ``folder`` with the core's writer (what the CLI's
+    ``--export-dicom`` writes for a case from files: CT, RTSTRUCT, RTPLAN, RTDOSE)."""
+    from radagent.io.dicom_write import write_dicom_plan
+
+    dose = slicer.util.arrayFromVolume(result.doseVolumeNode)
+    return write_dicom_plan(folder, result.case, dose, result.description, anonymize=anonymize)
 
 
 def find_cases(directory: Path) -> list[tuple[str, Path, Path]]:
@@ -218,15 +257,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.segmentation is not None:
                 raise InputError("--segmentation goes with --ct, not --cases")
             cases = find_cases(args.cases)
+        if args.anonymize and args.export_dicom is None:
+            raise InputError("--anonymize applies to --export-dicom DIR")
     except InputError as error:
         print(f"radagent-batch: error: {error}", file=sys.stderr)
         return EXIT_BAD_ARGUMENTS
     failed = 0
     for name, ct_path, segmentation_path in cases:
         out = args.out if args.ct is not None else args.out / name
+        dicom_out = args.export_dicom
+        if dicom_out is not None and args.ct is None:
+            dicom_out = dicom_out / name
         start = time.perf_counter()
         try:
-            metrics, warnings = plan_case_files(ct_path, segmentation_path, out, args)
+            metrics, warnings = plan_case_files(ct_path, segmentation_path, out, args, dicom_out)
         except Exception as error:
             failed += 1
             reason = str(error) if isinstance(error, InputError) else f"{type(error).__name__}: {error}"

@@ -8,12 +8,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 from conftest import OARS, coarser_grid, rotation_z
 from RadAgentSlicerLib.batch import main as batch_main
 
 from radagent.cli import main as cli_main
-from radagent.geometry import Grid, resample_mask
+from radagent.geometry import Grid, resample, resample_mask
+from radagent.io.dicom_read import case_from_dicom, read_rtdose
 from radagent.io.nrrd import read_volume, write_volume
 from radagent.io.segmentation import write_segmentation
 
@@ -111,9 +113,34 @@ def test_batch_directory_reports_failed_cases_and_keeps_the_others(prostate, tmp
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]  # no staging left
 
 
+def test_batch_exports_each_case_as_dicom_rt_that_the_core_reads_back(prostate, tmp_path, capsys):
+    _write_case(tmp_path / "cases" / "good", prostate, oblique_deg=15.0, own_grid=False)
+    arguments = ["--cases", str(tmp_path / "cases"), *ROLES, "--prescription", "78", "--agent", "none"]
+    arguments += ["--dose-grid-mm", "6", "--bixel-mm", "10", "--anonymize"]
+    arguments += ["--export-dicom", str(tmp_path / "rt")]
+    assert batch_main([*arguments, "--out", str(tmp_path / "out")]) == 0, capsys.readouterr().err
+    folder = tmp_path / "rt" / "good"
+    modalities = sorted(pydicom.dcmread(p, stop_before_pixels=True).Modality for p in folder.iterdir())
+    assert modalities == ["CT"] * prostate.grid.shape[0] + ["RTDOSE", "RTPLAN", "RTSTRUCT"]
+    imported = case_from_dicom(folder)
+    dose, grid = read_volume(tmp_path / "out" / "good" / "dose.nrrd")
+    np.testing.assert_allclose(imported.grid.ijk_to_ras, grid.ijk_to_ras, atol=1e-3)  # oblique, exact
+    assert imported.dicom.patient_name.startswith("Anonymous")
+    assert imported.prescription_gy == 78 and imported.protocol.fractions == 39
+    rtdose, rtdose_grid = read_rtdose(folder / "RTDOSE.dcm")
+    step_gy = float(pydicom.dcmread(folder / "RTDOSE.dcm", stop_before_pixels=True).DoseGridScaling)
+    inside = resample(rtdose, rtdose_grid, grid, order=0)
+    body = imported.body.mask
+    assert np.abs(inside[body] - dose[body]).max() <= step_gy
+
+
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
+        (
+            ["--ct", "ct.nrrd", "--segmentation", "s.nrrd", "--target", "PTV", "--anonymize", "--out", "x"],
+            "--anonymize applies to --export-dicom",
+        ),
         (
             ["--target", "PTV", "--prescription", "78", "--out", "x"],
             "one of the arguments --ct --cases is required",

@@ -88,7 +88,7 @@ _non_negative_int = _number_at_least(int, 0, False, "0 or more")
 
 
 def _add_case_inputs(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("patient input (one of --case, --ct/--structures, --matrad)")
+    group = parser.add_argument_group("patient input (one of --case, --ct/--structures, --matrad, --dicom)")
     group.add_argument("--case", help="a built-in case (see `radagent cases`)")
     group.add_argument("--variant", type=_non_negative_int, help="anatomy variant of a built-in case (0)")
     group.add_argument("--ct", type=Path, help="CT volume in Hounsfield units (.nrrd / .nhdr)")
@@ -102,6 +102,14 @@ def _add_case_inputs(parser: argparse.ArgumentParser) -> None:
         help="labelmap value of a structure",
     )
     group.add_argument("--matrad", type=Path, help="a matRad/CORT phantom (.mat with ct and cst)")
+    group.add_argument(
+        "--dicom",
+        type=Path,
+        metavar="DIR",
+        help="a DICOM folder: CT series and RTSTRUCT (PTV… are targets, External/Body the body, the rest "
+        "OARs unless --target/--oar/--body say otherwise; the prescription from an RTPLAN beside them)",
+    )
+    group.add_argument("--series", metavar="UID", help="the CT series to plan when the folder holds several")
     roles = parser.add_argument_group("structure roles and protocol (built-in cases know theirs)")
     roles.add_argument(
         "--target",
@@ -296,6 +304,18 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     plan.add_argument("--save-request", type=Path, metavar="FILE", help="also save the request as JSON")
     plan.add_argument("--out", type=Path, required=True, help="output folder")
+    plan.add_argument(
+        "--export-dicom",
+        type=Path,
+        metavar="DIR",
+        help="also write the plan as DICOM RT (RTDOSE, RTPLAN; CT and RTSTRUCT too unless the case came "
+        "from --dicom). Research plans: the RTPLAN is not deliverable",
+    )
+    plan.add_argument(
+        "--anonymize",
+        action="store_true",
+        help="replace the patient's identifiers in the DICOM export (a self-contained set with new UIDs)",
+    )
     plan.add_argument("--quiet", action="store_true", help="no progress bars")
 
     train = commands.add_parser("train", help="train a DQN agent on variants of a built-in case")
@@ -416,7 +436,9 @@ def _build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="evaluate a dose volume against the structures")
     _add_case_inputs(evaluate)
-    evaluate.add_argument("--dose", type=Path, required=True, help="dose volume in Gy (.nrrd)")
+    evaluate.add_argument(
+        "--dose", type=Path, required=True, help="dose volume in Gy (.nrrd) or an RTDOSE file"
+    )
     evaluate.add_argument(
         "--out", type=Path, required=True, help="output folder for metrics.json and dvh.csv"
     )
@@ -469,6 +491,8 @@ CLI_WORDS = {
     "structures": "--structures SEG",
     "matrad": "--matrad FILE",
     "archive": "--request FILE",
+    "dicom": "--dicom DIR",
+    "series": "--series UID",
     "targets": "target structure with --target",
     "oars": "organ at risk with --oar",
     "body": "body with --body",
@@ -494,7 +518,19 @@ _PLAN_OPTIONS = (
     "agent",
     "agent_grid_mm",
 )
-_CASE_OPTIONS = ("case", "variant", "ct", "structures", "label", "matrad", "target", "oar", "body")
+_CASE_OPTIONS = (
+    "case",
+    "variant",
+    "ct",
+    "structures",
+    "label",
+    "matrad",
+    "dicom",
+    "series",
+    "target",
+    "oar",
+    "body",
+)
 _PROTOCOL_OPTIONS = ("prescription", "fractions", "scorecard")
 
 
@@ -527,6 +563,8 @@ def _request(args: argparse.Namespace) -> PlanRequest:
         structures=path("structures"),
         labels=dict(args.label),
         matrad=path("matrad"),
+        dicom=path("dicom"),
+        series=given("series"),
     )
     values = {
         "bixel_mm": given("bixel_mm"),
@@ -578,7 +616,12 @@ def _command_plan(args: argparse.Namespace) -> int:
     request = _plan_request(args)
     if args.save_request is not None and not args.save_request.absolute().parent.is_dir():
         raise InputError(f"--save-request {args.save_request}: its folder does not exist")
+    if args.anonymize and args.export_dicom is None:
+        raise InputError("--anonymize applies to --export-dicom DIR")
+    if args.export_dicom is not None and args.export_dicom.exists() and not args.export_dicom.is_dir():
+        raise InputError(f"--export-dicom {args.export_dicom} exists and is not a folder")
     case = load_patient(request, CLI_WORDS)
+    _print_import_notes(case, args.quiet)
     problems = request.problems(case)
     if problems:  # before any warning: a refused request gets one line
         raise InputError("; ".join(problems))
@@ -600,6 +643,13 @@ def _command_plan(args: argparse.Namespace) -> int:
             metrics,
             planned.description(),
         )
+        if args.export_dicom is not None:  # inside --out's staging: both land, or neither
+            from radagent.io.dicom_write import write_dicom_plan
+
+            with staged_folder(args.export_dicom, "--export-dicom") as dicom_staging:
+                write_dicom_plan(
+                    dicom_staging, case, result.dose_ct_gy, planned.description(), anonymize=args.anonymize
+                )
     if args.save_request is not None:
         write_request(request, args.save_request)
     if not args.quiet:
@@ -610,15 +660,33 @@ def _command_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_import_notes(case: Any, quiet: bool) -> None:
+    """What a DICOM import left out or assumed, one line each on stderr."""
+    if case.dicom is not None and not quiet:
+        for note in case.dicom.notes:
+            print(f"radagent: note: {note}", file=sys.stderr)
+
+
+def _is_dicom_file(path: Path) -> bool:
+    """True for a DICOM Part 10 file (the "DICM" marker after the 128-byte preamble)."""
+    try:
+        with path.open("rb") as handle:
+            return handle.read(132)[128:] == b"DICM"
+    except OSError:
+        return False
+
+
 def _command_evaluate(args: argparse.Namespace) -> int:
     from radagent.evaluate.metrics import evaluate_plan
     from radagent.geometry import resample
+    from radagent.io.dicom_read import read_rtdose
     from radagent.io.nrrd import read_volume
     from radagent.io.results import staged_folder, write_dvh_csv, write_json
     from radagent.request import load_patient
 
     case = load_patient(_request(args), CLI_WORDS)
-    dose, dose_grid = read_volume(args.dose)
+    _print_import_notes(case, args.quiet)
+    dose, dose_grid = read_rtdose(args.dose) if _is_dicom_file(args.dose) else read_volume(args.dose)
     if not np.all(np.isfinite(dose)):
         raise InputError(f"dose volume {args.dose} contains NaN or infinite values")
     if np.any(dose < 0):

@@ -41,6 +41,7 @@ from radagent.evaluate.scorecard import ScoreCard, card_by_name
 from radagent.geometry import Grid
 from radagent.io.archive import read_case_archive
 from radagent.io.atomic import atomic_path
+from radagent.io.dicom_read import case_from_dicom
 from radagent.io.inputs import card_spellings, case_from_files, case_with_roles
 from radagent.io.matrad import read_matrad
 from radagent.optimize import TPPs, tpp_oar_names
@@ -70,6 +71,8 @@ FIELD_WORDS: Mapping[str, str] = {
     "structures": "its structures",
     "matrad": "a matRad file",
     "archive": "a case archive",
+    "dicom": "a DICOM folder",
+    "series": "a CT series",
     "targets": "target structure",
     "oars": "organ at risk",
     "body": "body structure",
@@ -88,8 +91,9 @@ _CHOOSES = {"angles": "the beams", "tpp": "the TPPs"}
 @dataclass(frozen=True)
 class PatientInput:
     """Where the patient comes from: a built-in case (and its variant), a CT with a segmentation or
-    labelmap (``labels``: name → value), a matRad ``.mat`` file, or a case archive (``.npz``). None of
-    them: the front end supplies the case itself (the Slicer module, from its scene)."""
+    labelmap (``labels``: name → value), a matRad ``.mat`` file, a case archive (``.npz``) or a DICOM
+    folder (CT series and RTSTRUCT; ``series``: the CT series UID when there are several). None of them:
+    the front end supplies the case itself (the Slicer module, from its scene)."""
 
     case: str | None = None
     variant: int = 0
@@ -98,9 +102,11 @@ class PatientInput:
     labels: Mapping[str, int] = field(default_factory=dict)
     matrad: str | None = None
     archive: str | None = None
+    dicom: str | None = None
+    series: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("case", "ct", "structures", "matrad", "archive"):
+        for name in ("case", "ct", "structures", "matrad", "archive", "dicom", "series"):
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, str(value))
@@ -112,12 +118,14 @@ class PatientInput:
 
     @property
     def sources(self) -> list[str]:
-        """The kinds of input given: ``case``, ``files``, ``matrad``, ``archive`` (one, when valid)."""
+        """The kinds of input given: ``case``, ``files``, ``matrad``, ``archive``, ``dicom`` (one, when
+        valid)."""
         given = {
             "case": self.case is not None,
             "files": self.ct is not None or self.structures is not None,
             "matrad": self.matrad is not None,
             "archive": self.archive is not None,
+            "dicom": self.dicom is not None,
         }
         return [kind for kind, present in given.items() if present]
 
@@ -133,7 +141,7 @@ class PatientInput:
         """The input with relative file paths taken relative to ``folder`` (a request file's folder)."""
         paths = {
             name: str(folder / value)
-            for name in ("ct", "structures", "matrad", "archive")
+            for name in ("ct", "structures", "matrad", "archive", "dicom")
             if (value := getattr(self, name)) is not None and not Path(value).is_absolute()
         }
         return dataclasses.replace(self, **paths)
@@ -231,6 +239,8 @@ class PlanRequest:
             raise InputError(f"{w['ct']} and {w['structures']} go together")
         if patient.labels and patient.structures is None:
             raise InputError(f"a {w['labels']} applies to a labelmap given with {w['structures']}")
+        if patient.series is not None and patient.dicom is None:
+            raise InputError(f"{w['series']} applies to {w['dicom']}")
         if patient.case is not None or patient.archive is not None:
             what = "a built-in case" if patient.case is not None else "a case archive"
             roles = {"targets": self.targets, "oars": self.oars, "body": self.body, "labels": patient.labels}
@@ -492,7 +502,7 @@ def _agent_run(value: Any) -> AgentRun:
 
 
 def _one_patient_input(w: Mapping[str, str]) -> str:
-    inputs = f"{w['case']}, {w['ct']} with {w['structures']}, {w['matrad']}, or {w['archive']}"
+    inputs = f"{w['case']}, {w['ct']} with {w['structures']}, {w['matrad']}, {w['dicom']} or {w['archive']}"
     return f"give exactly one patient input: {inputs}"
 
 
@@ -509,6 +519,18 @@ def load_patient(request: PlanRequest, words: Mapping[str, str] | None = None) -
         case = load_case(patient.case, variant=patient.variant)
     elif patient.archive is not None:
         case = read_case_archive(patient.archive)
+    elif patient.dicom is not None:
+        case = case_from_dicom(
+            patient.dicom,
+            series=patient.series,
+            targets=request.targets,
+            oars=request.oars,
+            body=request.body,
+            prescription_gy=request.prescription(),
+            fractions=request.fractions,
+            scorecard=request.card(),
+            default_fractions=DEFAULT_FRACTIONS,
+        )
     elif patient.matrad is not None:
         case = read_matrad(
             patient.matrad,

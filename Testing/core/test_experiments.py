@@ -104,3 +104,14 @@ def test_train_refuses_a_non_empty_folder_without_resume(tmp_path, capsys):
     (tmp_path / "something").write_text("x")
     assert main(["train", "--env", "tpp", "--steps", "5", "--out", str(tmp_path)]) == 2
     assert "is not empty; use --resume" in capsys.readouterr().err
+
+
+def test_a_comparison_refuses_an_agent_that_cannot_plan_the_case_before_running_any(monkeypatch):
+    from radagent.experiments import AgentChoice, run_comparison
+
+    def started(*args):  # the first run's progress scope: no run may begin
+        raise AssertionError("a run started before the comparison was refused")
+
+    monkeypatch.setattr("radagent.experiments.scaled", started)
+    with pytest.raises(InputError, match="dqn-tpp was trained with score card 'prostate'"):
+        run_comparison([AgentChoice("tuner"), AgentChoice("dqn-tpp")], "liver", [60, 61])

@@ -21,6 +21,7 @@ import numpy as np
 from radagent import RESEARCH_USE_ONLY
 from radagent.agents import AgentResult, get_agent
 from radagent.agents.knowledge import StartSpec
+from radagent.agents.pipeline import AgentRun, case_problems
 from radagent.cases import load_case
 from radagent.envs import GantryConfig, GantryEnv, TPPConfig, TPPEnv
 from radagent.envs.common import AGENT_GRID_MM, agent_engine
@@ -150,6 +151,11 @@ def run_comparison(
     random start, so that every agent starts from the same random TPPs. ``agent_options`` (e.g.
     ``max_optimizations``, ``knowledge``) go to the agents whose options have those fields."""
     engine = agent_engine(grid_mm)
+    if variants:  # refuse what cannot run before hours of the others (a trained agent on another site)
+        first = load_case(case, variants[0])
+        problems = [p for choice in agents for p in case_problems(_agent_run(choice), first)]
+        if problems:
+            raise InputError("; ".join(problems))
     plans = []
     for choice in agents:
         spec = get_agent(choice.name)
@@ -183,6 +189,12 @@ def run_comparison(
         results.append(Run(choice, variant, label, spec.run(load_case(case, variant), options, sub)))
     report(progress, 1.0, "comparison done")
     return results
+
+
+def _agent_run(choice: AgentChoice) -> AgentRun:
+    """The choice as the pipeline's agent run, its checkpoint among its options."""
+    checkpoint = {"checkpoint": choice.checkpoint} if choice.checkpoint is not None else {}
+    return AgentRun(choice.name, {**choice.options, **checkpoint})
 
 
 def _per_run(options: Mapping[str, Any], label: str, variant: int) -> dict[str, Any]:

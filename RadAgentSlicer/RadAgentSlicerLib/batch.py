@@ -188,6 +188,10 @@ def _plan_in_scene(
     dicom_out: Path | None,
 ) -> tuple[dict[str, Any], list[str]]:
     """Load the files into ``scene``, plan them with the panel's logic and write the outputs."""
+    if dicom_out is not None:  # before the minutes of planning
+        from radagent.io.dicom_write import check_export
+
+        check_export(dicom_out)
     ct, segmentation = load_inputs(scene, ct_path, segmentation_path)
     result = PlanningLogic(scene).plan(
         ct,

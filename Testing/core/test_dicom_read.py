@@ -3,6 +3,7 @@ and one-line refusals of bad folders (through the CLI: exit 2, nothing written).
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import uuid
@@ -20,8 +21,9 @@ from radagent.cases import load_case
 from radagent.cli import main
 from radagent.dose import DoseEngineSettings
 from radagent.errors import InputError
-from radagent.geometry import Grid
-from radagent.io.dicom_read import case_from_dicom, read_dicom_folder
+from radagent.evaluate.scorecard import card_by_name
+from radagent.geometry import Grid, resample
+from radagent.io.dicom_read import case_from_dicom, read_dicom_folder, read_rtdose
 from radagent.io.dicom_write import write_dicom_plan
 from radagent.io.nrrd import write_volume
 from radagent.patient import Case
@@ -141,6 +143,8 @@ def test_a_series_round_trips_in_every_position_and_an_oblique_frame(
     assert imported.prescription_gy == case.prescription_gy
     assert imported.protocol.fractions == case.protocol.fractions
     assert_same_case(imported, case)
+    for structure in case.structures:  # our own contours: the masks come back voxel for voxel
+        assert np.array_equal(imported.structure(structure.name).mask, structure.mask), structure.name
     slices = [d for _, d in datasets(folder, "CT")]
     assert {d.PatientPosition for d in slices} == {position}
     orientation = np.array(slices[0].ImageOrientationPatient, dtype=float)
@@ -261,7 +265,8 @@ def test_contours_between_slices_holes_points_and_empty_rois(exported, prostate,
             ("CLOSED_PLANAR", _square_lps(grid, k + 1 / 3, 40.5, 50.5, 30.5, 40.5)) for k in range(10, 20)
         ]
         _add_roi(structure_set, "Offset", offset, "ORGAN")
-        # Planes every second slice (20, 22, …, 28): each stands for its slice and the one below.
+        # Planes every second slice (20, 22, …, 28): each stands for its slice and the one below, the
+        # first for half a slice below it only.
         sparse = [("CLOSED_PLANAR", _square_lps(grid, k, 60.5, 70.5, 30.5, 40.5)) for k in range(20, 30, 2)]
         _add_roi(structure_set, "Sparse", sparse, "ORGAN")
         ring = [
@@ -285,7 +290,7 @@ def test_contours_between_slices_holes_points_and_empty_rois(exported, prostate,
     assert np.flatnonzero(offset.any(axis=(1, 2))).tolist() == list(range(10, 20))
     assert offset[15].sum() == 100 and offset[15, 31:41, 41:51].all()
     sparse = imported.structure("Sparse").mask
-    assert np.flatnonzero(sparse.any(axis=(1, 2))).tolist() == list(range(19, 29))
+    assert np.flatnonzero(sparse.any(axis=(1, 2))).tolist() == list(range(20, 29))
     ring = imported.structure("Ring").mask
     assert ring[6].sum() == 20 * 20 - 10 * 10 and not ring[6, 26:36, 66:76].any()
     names = {s.name for s in imported.structures}
@@ -403,6 +408,51 @@ def _other_frame(_: int, structure_set: Dataset) -> None:
     structure_set.ReferencedFrameOfReferenceSequence[0].FrameOfReferenceUID = "1.2.826.0.1.3680043.8.498.2"
 
 
+def _duplicate_slice(folder: Path) -> None:
+    _path, dataset = datasets(folder, "CT")[5]
+    dataset.SOPInstanceUID = generate_uid()
+    dataset.file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
+    dataset.save_as(folder / "again.dcm", enforce_file_format=True)
+
+
+def _second_structure_set(folder: Path) -> None:
+    _path, dataset = datasets(folder, "RTSTRUCT")[0]
+    dataset.SOPInstanceUID = generate_uid()
+    dataset.file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
+    dataset.save_as(folder / "second-rtstruct.dcm", enforce_file_format=True)
+
+
+def _tilted_contour(_: int, structure_set: Dataset) -> None:
+    contour = structure_set.ROIContourSequence[1].ContourSequence[0]
+    data = [float(v) for v in contour.ContourData]
+    data[2] += 2.0  # the first point 2 mm off the plane of the others
+    contour.ContourData = data
+
+
+def _rename(old: str, new: str):
+    def change(_: int, structure_set: Dataset) -> None:
+        for roi in structure_set.StructureSetROISequence:
+            if roi.ROIName == old:
+                roi.ROIName = new
+
+    return change
+
+
+def _second_body(_: int, structure_set: Dataset) -> None:
+    body = next(r for r in structure_set.StructureSetROISequence if r.ROIName == "Body")
+    number = int(body.ROINumber)
+    contours = next(c for c in structure_set.ROIContourSequence if int(c.ReferencedROINumber) == number)
+    _add_roi(
+        structure_set,
+        "Skin",
+        [("CLOSED_PLANAR", np.reshape(contours.ContourSequence[0].ContourData, (-1, 3)))],
+    )
+
+
+def _malformed_roi(_: int, structure_set: Dataset) -> None:
+    del structure_set.StructureSetROISequence[0].ROINumber
+
+
 BAD_FOLDERS = {
     "no CT": (lambda f: [p.unlink() for p, _ in datasets(f, "CT")], "holds no CT image"),
     "no RTSTRUCT": (lambda f: [p.unlink() for p, _ in datasets(f, "RTSTRUCT")], "holds no RTSTRUCT"),
@@ -422,6 +472,16 @@ BAD_FOLDERS = {
         "which is not in the folder",
     ),
     "other frame of reference": (lambda f: rewrite(f, "RTSTRUCT", _other_frame), "frame of reference"),
+    "gantry tilt tag": (
+        lambda f: rewrite(f, "CT", lambda _, d: setattr(d, "GantryDetectorTilt", 5.0)),
+        "gantry tilt of 5°",
+    ),
+    "two slices at one position": (_duplicate_slice, "two slices at one position"),
+    "several structure sets": (_second_structure_set, "several RTSTRUCTs"),
+    "contour off its plane": (lambda f: rewrite(f, "RTSTRUCT", _tilted_contour), "not in a CT slice plane"),
+    "no PTV": (lambda f: rewrite(f, "RTSTRUCT", _rename("PTV", "Prostate")), "no ROI is named PTV"),
+    "two bodies": (lambda f: rewrite(f, "RTSTRUCT", _second_body), "several body-like ROIs"),
+    "malformed structure set": (lambda f: rewrite(f, "RTSTRUCT", _malformed_roi), "RTSTRUCT .* is malformed"),
 }
 
 
@@ -431,9 +491,7 @@ def test_a_bad_folder_is_refused_in_one_line_and_nothing_is_written(exported, tm
     folder = copy_of(exported, tmp_path)
     damage(folder)
     out, dicom_out = tmp_path / "out", tmp_path / "rt"
-    status = main(
-        ["plan", "--dicom", str(folder), "--out", str(out), "--export-dicom", str(dicom_out), "--quiet"]
-    )
+    status = main(["plan", "--dicom", str(folder), "--out", str(out), "--export-dicom", str(dicom_out)])
     error = capsys.readouterr().err
     assert status == 2
     lines = error.strip().splitlines()
@@ -441,3 +499,142 @@ def test_a_bad_folder_is_refused_in_one_line_and_nothing_is_written(exported, tm
     assert re.search(message, lines[0]), lines[0]
     assert not out.exists() and not dicom_out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left behind
+
+
+# -- the export's guards, and what an import keeps for it ---------------------------------------------------
+
+
+def test_the_export_never_writes_into_its_input_or_over_other_dicom(exported, tmp_path, capsys):
+    folder = copy_of(exported, tmp_path)
+    plan_uid = datasets(folder, "RTPLAN")[0][1].SOPInstanceUID
+    for target in (folder, folder / "rt"):
+        status = main(
+            ["plan", "--dicom", str(folder), "--out", str(tmp_path / "o"), "--export-dicom", str(target)]
+        )
+        assert status == 2 and "must not contain one another" in capsys.readouterr().err
+    used = tmp_path / "used"
+    used.mkdir()
+    shutil.copy(datasets(folder, "RTPLAN")[0][0], used / "plan.dcm")
+    status = main(["plan", "--dicom", str(folder), "--out", str(tmp_path / "o"), "--export-dicom", str(used)])
+    assert status == 2 and "already holds DICOM files (plan.dcm)" in capsys.readouterr().err
+    assert datasets(folder, "RTPLAN")[0][1].SOPInstanceUID == plan_uid and not (tmp_path / "o").exists()
+
+
+def test_anonymized_plans_name_no_patient_in_their_outputs(exported, tmp_path, capsys):
+    arguments = ["plan", "--dicom", str(exported), "--beams", "3", "--bixel-mm", "10", "--dose-grid-mm", "6"]
+    arguments += [
+        "--quiet",
+        "--out",
+        str(tmp_path / "o"),
+        "--export-dicom",
+        str(tmp_path / "rt"),
+        "--anonymize",
+    ]
+    assert main([*arguments, "--save-request", str(tmp_path / "r.json")]) == 2
+    assert "cannot go with --anonymize" in capsys.readouterr().err
+    assert main(arguments) == 0, capsys.readouterr().err
+    assert json.loads((tmp_path / "o" / "plan.json").read_text())["case"] == "anonymized"
+    source = datasets(exported, "CT")[0][1]
+    written = b"".join(p.read_bytes() for p in (tmp_path / "rt").iterdir())
+    for value in (
+        source.PatientID,
+        source.StudyInstanceUID,
+        source.SeriesInstanceUID,
+        source.FrameOfReferenceUID,
+    ):
+        assert str(value).encode() not in written
+
+
+def test_a_card_spelling_keeps_the_roi_number_of_the_target(exported, tmp_path):
+    folder = copy_of(exported, tmp_path)
+    rewrite(folder, "RTSTRUCT", _rename("PTV", "ptv"))
+    number = next(
+        int(r.ROINumber)
+        for r in datasets(folder, "RTSTRUCT")[0][1].StructureSetROISequence
+        if r.ROIName == "ptv"
+    )
+    case = case_from_dicom(folder, scorecard=card_by_name("prostate"))
+    assert case.primary_target.name == "PTV" and case.dicom.roi_numbers["PTV"] == number
+    out = tmp_path / "rt"
+    out.mkdir()
+    write_dicom_plan(out, case, np.zeros(case.grid.shape), plan_case(case, COARSE).plan_description())
+    reference = pydicom.dcmread(out / "RTPLAN.dcm").DoseReferenceSequence[0]
+    assert reference.DoseReferenceStructureType == "VOLUME" and reference.ReferencedROINumber == number
+
+
+def test_an_oblique_series_with_rounded_contour_data_keeps_every_hole(prostate, tmp_path):
+    case = reoriented(prostate, oblique_deg=20.0)
+    folder = only_images_and_structures(export(case, tmp_path / "dicom"))
+    grid = case.grid
+
+    def ring(_: int, structure_set: Dataset) -> None:
+        contours = [
+            (
+                "CLOSED_PLANAR",
+                np.round(_square_lps(grid, k, *corners), 2),
+            )  # 0.01 mm, as planning systems write
+            for k in range(5, 31)
+            for corners in ((60.5, 80.5, 40.5, 60.5), (65.5, 75.5, 45.5, 55.5))
+        ]
+        _add_roi(structure_set, "Ring", contours, "ORGAN")
+
+    rewrite(folder, "RTSTRUCT", ring)
+    imported = case_from_dicom(folder, prescription_gy=60.0)
+    mask = imported.structure("Ring").mask
+    assert all(mask[k].sum() == 20 * 20 - 10 * 10 for k in range(5, 31)), [
+        int(mask[k].sum()) for k in range(5, 31)
+    ]
+    assert not mask[:5].any() and not mask[31:].any()
+    assert not any("outside the CT" in note for note in imported.dicom.notes)
+
+
+def test_a_file_without_the_part_10_header_is_read(exported, prostate, tmp_path):
+    folder = copy_of(exported, tmp_path)
+    path, dataset = datasets(folder, "CT")[3]
+    dataset.preamble = None
+    dataset.file_meta = pydicom.dataset.FileMetaDataset()
+    pydicom.dcmwrite(path, dataset, implicit_vr=True, little_endian=True, enforce_file_format=False)
+    assert path.read_bytes()[128:132] != b"DICM"
+    assert_same_case(case_from_dicom(folder), prostate)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: setattr(d, "DoseSummationType", "FRACTION"), "holds a FRACTION dose"),
+        (lambda d: setattr(d, "DoseUnits", "RELATIVE"), "in RELATIVE, not Gy"),
+        (
+            lambda d: setattr(d, "GridFrameOffsetVector", list(d.GridFrameOffsetVector)[:-1]),
+            "grid frame offsets for",
+        ),
+        (lambda d: setattr(d, "FrameOfReferenceUID", "1.2.826.0.1.3680043.8.498.3"), "frame of reference"),
+        (lambda d: delattr(d, "ImageOrientationPatient"), "RTDOSE RTDOSE.dcm is malformed"),
+    ],
+)
+def test_an_rtdose_that_is_not_this_plans_dose_is_refused(exported, tmp_path, change, message):
+    _path, dataset = datasets(exported, "RTDOSE")[0]
+    frame = dataset.FrameOfReferenceUID
+    change(dataset)
+    dataset.save_as(tmp_path / "RTDOSE.dcm", enforce_file_format=True)
+    with pytest.raises(InputError, match=message):
+        read_rtdose(tmp_path / "RTDOSE.dcm", frame)
+
+
+@pytest.mark.parametrize("flip_ij", [False, True])
+def test_an_exported_rtdose_lands_on_an_oblique_ct_edge_voxels_included(prostate, tmp_path, flip_ij):
+    case = reoriented(prostate, flip_ij, oblique_deg=30.0)
+    matrix = case.grid.ijk_to_ras.copy()  # k against the normal too
+    matrix[:3, 3] = case.grid.ijk_to_ras_points(np.array([[0, 0, case.grid.shape[0] - 1]]))[0]
+    matrix[:3, 2] *= -1
+    structures = tuple(type(s)(s.name, s.role, s.mask[::-1].copy(), s.dose_gy) for s in case.structures)
+    case = Case(case.name, case.ct_hu[::-1].copy(), Grid(case.grid.shape, matrix), structures, case.protocol)
+    k, j, i = np.indices(case.grid.shape)
+    dose_gy = 50.0 + 0.01 * (k * 7 + j * 3 + i) * case.body.mask  # no two voxels alike, none zero inside
+    folder = tmp_path / "rt"
+    folder.mkdir()
+    write_dicom_plan(folder, case, dose_gy, plan_case(case, COARSE).plan_description())
+    dose, grid = read_rtdose(folder / "RTDOSE.dcm")
+    step_gy = float(pydicom.dcmread(folder / "RTDOSE.dcm", stop_before_pixels=True).DoseGridScaling)
+    on_ct = resample(dose, grid, case.grid, order=1)
+    body = case.body.mask
+    assert np.abs(on_ct[body] - dose_gy[body]).max() <= step_gy

@@ -124,3 +124,23 @@ def test_axis_aligned_resampling_matches_ndimage_to_the_last_float(direction, sp
         result = resample(values, source, target, fill_value=fill)
         assert result.dtype == expected.dtype and np.array_equal(result == fill, expected == fill)
         np.testing.assert_allclose(result, expected, rtol=0, atol=2 * np.spacing(np.float32(80.0)))
+
+
+def test_a_sub_box_of_the_same_lattice_is_copied_edge_voxels_included():
+    """A cropped volume whose written geometry was rounded (1e-7 mm) lands on its lattice by copying, so
+    no edge voxel falls outside and none is interpolated."""
+    rotation = np.eye(4)
+    rotation[:2, :2] = [[np.cos(0.5), -np.sin(0.5)], [np.sin(0.5), np.cos(0.5)]]
+    full = Grid(
+        (6, 7, 8), rotation @ Grid.from_spacing((6, 7, 8), (1.5, 2.0, 2.5), (3.0, -4.0, 5.0)).ijk_to_ras
+    )
+    values = np.arange(full.size, dtype=np.float32).reshape(full.shape) + 1.0
+    corner = full.ijk_to_ras_points(np.array([[2, 1, 1]]))[0] + 1e-7  # voxel (i, j, k) = (2, 1, 1), rounded
+    box_matrix = full.ijk_to_ras.copy()
+    box_matrix[:3, 3] = corner
+    box = Grid((5, 6, 6), box_matrix)  # k 1..5, j 1..6, i 2..7: touches the far edges of ``full``
+    cropped = values[1:6, 1:7, 2:8]
+    for order in (0, 1):
+        back = resample(cropped, box, full, order=order, fill_value=-1.0)
+        assert np.array_equal(back[1:6, 1:7, 2:8], cropped)
+        assert np.all(back[0] == -1.0) and np.all(back[:, 0] == -1.0) and np.all(back[:, :, :2] == -1.0)

@@ -7,6 +7,7 @@ and moved into ``--out`` only when all of them are written, so a failed run leav
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -618,13 +619,19 @@ def _command_plan(args: argparse.Namespace) -> int:
         raise InputError(f"--save-request {args.save_request}: its folder does not exist")
     if args.anonymize and args.export_dicom is None:
         raise InputError("--anonymize applies to --export-dicom DIR")
-    if args.export_dicom is not None and args.export_dicom.exists() and not args.export_dicom.is_dir():
-        raise InputError(f"--export-dicom {args.export_dicom} exists and is not a folder")
+    if args.anonymize and args.save_request is not None:
+        raise InputError("--save-request records the input's paths and UIDs; it cannot go with --anonymize")
     case = load_patient(request, CLI_WORDS)
-    _print_import_notes(case, args.quiet)
+    if args.export_dicom is not None:
+        from radagent.io.dicom_write import check_export
+
+        check_export(args.export_dicom, case, anonymize=args.anonymize, source=request.patient.dicom)
+    if args.anonymize:  # the outputs in --out name the case: no pseudonym derived from the patient's UIDs
+        case = dataclasses.replace(case, name="anonymized", description="")
     problems = request.problems(case)
-    if problems:  # before any warning: a refused request gets one line
+    if problems:  # before any note or warning: a refused request gets one line
         raise InputError("; ".join(problems))
+    _print_import_notes(case, args.quiet)
     for warning in overlap_warnings(case, request.plan_settings(case)):  # before the minutes of planning
         print(f"radagent: warning: {warning}", file=sys.stderr)
     with staged_folder(args.out, "--out") as staging:
@@ -643,7 +650,7 @@ def _command_plan(args: argparse.Namespace) -> int:
             metrics,
             planned.description(),
         )
-        if args.export_dicom is not None:  # inside --out's staging: both land, or neither
+        if args.export_dicom is not None:  # inside --out's staging: a failed export leaves neither
             from radagent.io.dicom_write import write_dicom_plan
 
             with staged_folder(args.export_dicom, "--export-dicom") as dicom_staging:
@@ -667,26 +674,18 @@ def _print_import_notes(case: Any, quiet: bool) -> None:
             print(f"radagent: note: {note}", file=sys.stderr)
 
 
-def _is_dicom_file(path: Path) -> bool:
-    """True for a DICOM Part 10 file (the "DICM" marker after the 128-byte preamble)."""
-    try:
-        with path.open("rb") as handle:
-            return handle.read(132)[128:] == b"DICM"
-    except OSError:
-        return False
-
-
 def _command_evaluate(args: argparse.Namespace) -> int:
     from radagent.evaluate.metrics import evaluate_plan
     from radagent.geometry import resample
-    from radagent.io.dicom_read import read_rtdose
+    from radagent.io.dicom_read import is_dicom_file, read_rtdose
     from radagent.io.nrrd import read_volume
     from radagent.io.results import staged_folder, write_dvh_csv, write_json
     from radagent.request import load_patient
 
     case = load_patient(_request(args), CLI_WORDS)
     _print_import_notes(case, args.quiet)
-    dose, dose_grid = read_rtdose(args.dose) if _is_dicom_file(args.dose) else read_volume(args.dose)
+    frame = case.dicom.frame_of_reference_uid if case.dicom is not None else None
+    dose, dose_grid = read_rtdose(args.dose, frame) if is_dicom_file(args.dose) else read_volume(args.dose)
     if not np.all(np.isfinite(dose)):
         raise InputError(f"dose volume {args.dose} contains NaN or infinite values")
     if np.any(dose < 0):

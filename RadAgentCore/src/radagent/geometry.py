@@ -181,7 +181,9 @@ def resample(
     """Resample a volume from one grid onto another (order 0 = nearest, 1 = trilinear).
 
     Points of ``target`` outside ``source`` get ``fill_value``. Used to bring masks onto the CT grid
-    and the dose onto the CT grid for evaluation.
+    and the dose onto the CT grid for evaluation. When both grids lie on one lattice (the same axes and
+    spacing, shifted by whole voxels: a cropped dose on its CT), the values are copied, not interpolated,
+    so rounding in a file's geometry cannot push an edge voxel outside.
     """
     values = np.asarray(values)
     if values.shape != source.shape:
@@ -189,6 +191,8 @@ def resample(
     if source.same_as(target):
         return values.copy()
     matrix, offset = _affine_kji(source, target)
+    if np.allclose(matrix, np.eye(3), atol=1e-6) and np.allclose(offset, np.round(offset), atol=1e-3):
+        return _shifted_copy(values, np.round(offset).astype(np.int64), target.shape, fill_value)
     work = values.astype(np.float32 if values.dtype != np.float64 else np.float64, copy=False)
     if order == 1 and not np.any(matrix - np.diag(np.diag(matrix))):
         return _separable_linear(work, np.diag(matrix), offset, target.shape, fill_value)
@@ -202,6 +206,22 @@ def resample(
         cval=fill_value,
         prefilter=False,
     )
+
+
+def _shifted_copy(
+    values: np.ndarray, shift: np.ndarray, shape: tuple[int, int, int], fill_value: float
+) -> np.ndarray:
+    """``out[t] = values[t + shift]`` where that index exists, else ``fill_value`` (indices [k, j, i])."""
+    out = np.full(shape, fill_value, dtype=np.result_type(values.dtype, np.float32))
+    target_slices, source_slices = [], []
+    for n in range(3):
+        start, stop = max(0, -shift[n]), min(shape[n], values.shape[n] - shift[n])
+        if start >= stop:
+            return out
+        target_slices.append(slice(start, stop))
+        source_slices.append(slice(start + shift[n], stop + shift[n]))
+    out[tuple(target_slices)] = values[tuple(source_slices)]
+    return out
 
 
 def _axis_weights(scale: float, offset: float, count: int, size: int) -> tuple[np.ndarray, np.ndarray]:

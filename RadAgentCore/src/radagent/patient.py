@@ -131,9 +131,10 @@ class DicomOrigin:
     study_description: str
     frame_of_reference_uid: str
     ct_series_instance_uid: str
-    ct_sop_instance_uids: tuple[str, ...]  # one per CT slice, in the grid's k order
     structure_set_uid: str  # SOP instance UID of the RTSTRUCT the structures came from
     roi_numbers: Mapping[str, int] = field(default_factory=dict)  # structure name → its ROI Number
+    accession_number: str = ""
+    referring_physician_name: str = ""
     notes: tuple[str, ...] = ()  # what the import left out or assumed, for the front end to show
 
 

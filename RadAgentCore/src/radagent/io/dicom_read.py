@@ -25,10 +25,11 @@ Read with pydicom, at the file boundary converted from DICOM's LPS to the packag
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,19 +54,27 @@ __all__ = [
     "ct_grid",
     "ct_volume",
     "dicom_roles",
+    "is_dicom_file",
     "rasterize_roi",
     "read_dicom_folder",
     "read_rtdose",
     "sort_slices",
 ]
 
-# Geometry tolerances (mm): slice positions that agree to this are one spacing; an in-plane shift between
-# slices beyond it is a gantry tilt.
+# Geometry tolerances (mm): two slices closer than this along the normal share a position; a slice further
+# than the larger of the next two from the straight, evenly spaced line through the series is refused (an
+# in-plane shift is a gantry tilt, a shift along the normal an unequal spacing). Rounding of written
+# positions stays far below them.
 POSITION_TOLERANCE_MM = 0.01
+SLICE_TOLERANCE_MM = 0.05
+SLICE_TOLERANCE_FRACTION = 0.02  # of the slice spacing
 ORIENTATION_TOLERANCE = 1e-4
 # A contour whose points lie further apart than this (in CT slices) along the slice normal is not in a
-# slice plane.
+# slice plane; contours whose planes lie closer than this are on one plane.
 CONTOUR_PLANE_TOLERANCE = 0.05
+# Large elements (pixel data) are read from the file only when used: a folder's other series and dose
+# files cost their headers alone.
+_DEFER_BYTES = 16384
 TARGET_PREFIXES = ("ptv",)
 REPORTED_PREFIXES = ("ctv", "gtv", "itv")
 NON_ANATOMICAL_TYPES = frozenset(
@@ -124,16 +133,39 @@ def read_dicom_folder(folder: str | Path, series: str | None = None) -> DicomFol
     series_slices: dict[str, list[tuple[Path, Dataset]]] = defaultdict(list)
     for path, dataset in by_modality["CT"]:
         series_slices[str(dataset.get("SeriesInstanceUID", ""))].append((path, dataset))
-    chosen, structure_set = _choose_series(series_slices, structure_sets, series)
+    with _well_formed(structure_sets[0][0], "RTSTRUCT"):
+        chosen, structure_set = _choose_series(series_slices, structure_sets, series)
     others = len(series_slices) - 1
     if others:
         notes.append(f"{others} other CT series ignored (planning series {chosen})")
     slices = sort_slices([d for _, d in series_slices[chosen]], chosen)
     _decode_all(series_slices[chosen])
     frame = str(slices[0].get("FrameOfReferenceUID", ""))
-    rois = _rois(structure_set[1], frame, structure_set[0])
-    plans = _plans_of(by_modality["RTPLAN"], structure_set[1], frame)
+    with _well_formed(structure_set[0], "RTSTRUCT"):
+        rois = _rois(structure_set[1], frame, structure_set[0])
+    with _well_formed("RTPLAN", "an RTPLAN of"):
+        plans = _plans_of(by_modality["RTPLAN"], structure_set[1], frame)
     return DicomFolder(slices, structure_set[1], rois, plans, notes)
+
+
+def is_dicom_file(path: Path) -> bool:
+    """True for a DICOM Part 10 file (the "DICM" marker after the 128-byte preamble)."""
+    try:
+        with Path(path).open("rb") as handle:
+            return handle.read(132)[128:] == b"DICM"
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _well_formed(path: Path | str, what: str) -> Iterator[None]:
+    """Turn a missing or malformed attribute met while reading ``what`` into a one-line InputError."""
+    try:
+        yield
+    except InputError:
+        raise
+    except (AttributeError, KeyError, ValueError, TypeError, IndexError) as error:
+        raise InputError(f"{what} {Path(path).name} is malformed: {error}") from None
 
 
 def _files(folder: Path) -> Iterable[Path]:
@@ -146,11 +178,13 @@ def _files(folder: Path) -> Iterable[Path]:
 
 
 def _read(path: Path) -> Dataset | None:
-    """The dataset of one file (pixel data read lazily later); None for a DICOMDIR; InputError otherwise."""
+    """The dataset of one file, its large elements (pixel data) read from the file only when used; None
+    for a DICOMDIR; InputError for anything that is not a readable DICOM object. A file without the
+    Part 10 header (no "DICM" preamble) is accepted when it parses as a dataset with a SOP class."""
     try:
-        dataset = pydicom.dcmread(path)
+        dataset = pydicom.dcmread(path, defer_size=_DEFER_BYTES)
     except InvalidDicomError:
-        raise InputError(f"{path} is not a DICOM file (no DICM preamble)") from None
+        dataset = _read_headerless(path)
     except Exception as error:  # pydicom raises many kinds on a garbled or truncated file
         raise InputError(f"{path} is not a readable DICOM file: {error}") from None
     if str(dataset.file_meta.get("MediaStorageSOPClassUID", "")) == pydicom.uid.MediaStorageDirectoryStorage:
@@ -158,6 +192,20 @@ def _read(path: Path) -> Dataset | None:
     if "SOPClassUID" not in dataset and "Modality" not in dataset:
         raise InputError(f"{path} is not a readable DICOM file: it has no SOP class and no modality")
     dataset.filename = str(path)
+    return dataset
+
+
+def _read_headerless(path: Path) -> Dataset:
+    """A DICOM dataset written without the Part 10 header, or an InputError saying the file is not DICOM."""
+    try:
+        dataset = pydicom.dcmread(path, force=True, defer_size=_DEFER_BYTES)
+        recognized = "SOPClassUID" in dataset and "Modality" in dataset
+    except Exception:
+        recognized = False
+    if not recognized:
+        raise InputError(f"{path} is not a DICOM file")
+    if "TransferSyntaxUID" not in dataset.file_meta:  # the default of a headerless file
+        dataset.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
     return dataset
 
 
@@ -220,18 +268,16 @@ def sort_slices(slices: Sequence[Dataset], series: str = "") -> list[Dataset]:
         missing = [s for s in slices if name not in s]
         if missing:
             raise InputError(f"CT slice {Path(missing[0].filename).name} has no {name}")
-    orientation = np.array(first.ImageOrientationPatient, dtype=np.float64)
-    spacing = np.array(first.PixelSpacing, dtype=np.float64)
-    for dataset in slices[1:]:
-        same = (
-            (dataset.Rows, dataset.Columns) == (first.Rows, first.Columns)
-            and np.allclose(
-                np.array(dataset.ImageOrientationPatient, dtype=float),
-                orientation,
-                atol=ORIENTATION_TOLERANCE,
+    with _well_formed(first.filename, "CT slice"):
+        orientation = _orientation(first)
+        spacing = np.array(first.PixelSpacing, dtype=np.float64)
+        if spacing.shape != (2,) or np.any(spacing <= 0):
+            raise InputError(
+                f"CT slice {Path(first.filename).name}: Pixel Spacing must be two positive values"
             )
-            and np.allclose(np.array(dataset.PixelSpacing, dtype=float), spacing, atol=1e-4)
-        )
+    for dataset in slices[1:]:
+        with _well_formed(dataset.filename, "CT slice"):
+            same = _same_geometry(dataset, first, orientation, spacing)
         if not same:
             raise InputError(
                 f"CT series {series} mixes slice geometries: {Path(dataset.filename).name} differs from "
@@ -239,25 +285,21 @@ def sort_slices(slices: Sequence[Dataset], series: str = "") -> list[Dataset]:
             )
         if str(dataset.get("FrameOfReferenceUID", "")) != str(first.get("FrameOfReferenceUID", "")):
             raise InputError(f"CT series {series} mixes frames of reference")
-    tilt = float(first.get("GantryDetectorTilt", 0) or 0)
+    try:
+        tilt = float(first.get("GantryDetectorTilt", 0) or 0)
+    except (TypeError, ValueError):
+        tilt = 0.0
     if abs(tilt) > 1e-3:
         raise InputError(
             f"CT series {series} was scanned with a gantry tilt of {tilt:g}°; it is not supported"
         )
-    row, column = orientation[:3], orientation[3:]
-    normal = np.cross(row, column)
-    positions = np.array([s.ImagePositionPatient for s in slices], dtype=np.float64)
+    normal = np.cross(orientation[:3], orientation[3:])
+    with _well_formed(first.filename, "CT slice"):
+        positions = np.array([_position(s) for s in slices], dtype=np.float64)
     along = positions @ normal
     order = np.argsort(along, kind="stable")
     positions, along = positions[order], along[order]
     ordered = [slices[i] for i in order]
-    in_plane = positions - np.outer(along - along[0], normal) - positions[0]
-    shift = float(np.max(np.linalg.norm(in_plane, axis=1)))
-    if shift > POSITION_TOLERANCE_MM * max(1, len(slices)):
-        raise InputError(
-            f"CT series {series}: slices shift by up to {shift:.2f} mm within their plane (a gantry-tilted "
-            "or sheared series); it is not supported"
-        )
     steps = np.diff(along)
     if np.any(steps < POSITION_TOLERANCE_MM):
         k = int(np.argmax(steps < POSITION_TOLERANCE_MM))
@@ -266,15 +308,27 @@ def sort_slices(slices: Sequence[Dataset], series: str = "") -> list[Dataset]:
         )
     if len(steps):
         typical = float(np.median(steps))
-        uneven = np.abs(steps - typical) > max(POSITION_TOLERANCE_MM, 1e-3 * typical)
-        if np.any(uneven):
-            k = int(np.argmax(uneven))
-            ratio = steps[k] / typical
-            if abs(ratio - round(ratio)) < 0.05 and round(ratio) >= 2:
-                raise InputError(
-                    f"CT series {series}: {round(ratio) - 1} slice(s) missing between {along[k]:.2f} and "
-                    f"{along[k + 1]:.2f} mm along the normal"
-                )
+        ratios = steps / typical
+        gaps = np.flatnonzero((np.abs(ratios - np.round(ratios)) < 0.05) & (np.round(ratios) >= 2))
+        if len(gaps):
+            k = int(gaps[0])
+            raise InputError(
+                f"CT series {series}: {round(ratios[k]) - 1} slice(s) missing between {along[k]:.2f} and "
+                f"{along[k + 1]:.2f} mm along the normal"
+            )
+        # Every slice against the straight, evenly spaced line from the first slice to the last.
+        step = (positions[-1] - positions[0]) / (len(slices) - 1)
+        offset = positions - (positions[0] + np.outer(np.arange(len(slices)), step))
+        along_error = np.abs(offset @ normal)
+        in_plane = np.linalg.norm(offset - np.outer(offset @ normal, normal), axis=1)
+        tolerance = max(SLICE_TOLERANCE_MM, SLICE_TOLERANCE_FRACTION * typical)
+        drift_mm = float(np.linalg.norm(step - (step @ normal) * normal)) * (len(slices) - 1)
+        if drift_mm > tolerance or in_plane.max() > tolerance:
+            raise InputError(
+                f"CT series {series}: slices shift by up to {max(drift_mm, float(in_plane.max())):.2f} mm "
+                "within their plane (a gantry-tilted or sheared series); it is not supported"
+            )
+        if along_error.max() > tolerance:
             raise InputError(
                 f"CT series {series}: unequal slice spacing ({steps.min():.3f} to {steps.max():.3f} mm); "
                 "resample it to equal spacing first"
@@ -282,12 +336,49 @@ def sort_slices(slices: Sequence[Dataset], series: str = "") -> list[Dataset]:
     return ordered
 
 
+def _same_geometry(dataset: Dataset, first: Dataset, orientation: np.ndarray, spacing: np.ndarray) -> bool:
+    """True when a slice has the first slice's size, orientation and pixel spacing."""
+    other_orientation = np.array(dataset.ImageOrientationPatient, dtype=np.float64)
+    other_spacing = np.array(dataset.PixelSpacing, dtype=np.float64)
+    return (
+        (dataset.Rows, dataset.Columns) == (first.Rows, first.Columns)
+        and other_orientation.shape == orientation.shape
+        and other_spacing.shape == spacing.shape
+        and np.allclose(other_orientation, orientation, atol=ORIENTATION_TOLERANCE)
+        and np.allclose(other_spacing, spacing, atol=1e-4)
+    )
+
+
+def _orientation(dataset: Dataset) -> np.ndarray:
+    """Image Orientation (Patient): row and column unit vectors (6 values) made exactly orthonormal, as
+    the written cosines are rounded and the grid must be orthogonal."""
+    values = np.array(dataset.ImageOrientationPatient, dtype=np.float64)
+    if values.shape != (6,):
+        raise InputError(f"Image Orientation (Patient) needs 6 values, has {values.size}")
+    row, column = values[:3], values[3:]
+    if max(abs(np.linalg.norm(row) - 1), abs(np.linalg.norm(column) - 1), abs(row @ column)) > 1e-3:
+        raise InputError(
+            f"Image Orientation (Patient) {values.tolist()} is not two perpendicular unit vectors"
+        )
+    row = row / np.linalg.norm(row)
+    column = column - (column @ row) * row
+    return np.concatenate([row, column / np.linalg.norm(column)])
+
+
+def _position(dataset: Dataset) -> np.ndarray:
+    """Image Position (Patient), LPS mm."""
+    values = np.array(dataset.ImagePositionPatient, dtype=np.float64)
+    if values.shape != (3,):
+        raise InputError(f"Image Position (Patient) needs 3 values, has {values.size}")
+    return values
+
+
 def _slice_spacing_mm(slices: Sequence[Dataset]) -> float:
     """Distance between slice centres (mm); one slice: its thickness."""
     if len(slices) > 1:
-        orientation = np.array(slices[0].ImageOrientationPatient, dtype=np.float64)
+        orientation = _orientation(slices[0])
         normal = np.cross(orientation[:3], orientation[3:])
-        along = np.array([s.ImagePositionPatient for s in slices], dtype=np.float64) @ normal
+        along = np.array([_position(s) for s in slices], dtype=np.float64) @ normal
         return float((along[-1] - along[0]) / (len(slices) - 1))
     thickness = slices[0].get("SliceThickness")
     if not thickness:
@@ -298,14 +389,14 @@ def _slice_spacing_mm(slices: Sequence[Dataset]) -> float:
 def ct_grid(slices: Sequence[Dataset]) -> Grid:
     """The IJK→RAS grid of sorted CT slices: i along the row cosine, j along the column cosine."""
     first = slices[0]
-    orientation = np.array(first.ImageOrientationPatient, dtype=np.float64)
+    orientation = _orientation(first)
     row, column = orientation[:3], orientation[3:]
     row_spacing, column_spacing = (float(v) for v in first.PixelSpacing)  # between rows, between columns
     ijk_to_lps = np.eye(4)
     ijk_to_lps[:3, 0] = row * column_spacing
     ijk_to_lps[:3, 1] = column * row_spacing
     ijk_to_lps[:3, 2] = np.cross(row, column) * _slice_spacing_mm(slices)
-    ijk_to_lps[:3, 3] = np.array(first.ImagePositionPatient, dtype=np.float64)
+    ijk_to_lps[:3, 3] = _position(first)
     return Grid((len(slices), int(first.Rows), int(first.Columns)), lps_to_ras_matrix() @ ijk_to_lps)
 
 
@@ -406,9 +497,14 @@ def _plans_of(plans: list[tuple[Path, Dataset]], structure_set: Dataset, frame: 
 
 
 def rasterize_roi(roi: RoiContours, grid: Grid) -> tuple[np.ndarray, int]:
-    """The ROI's closed contours filled on ``grid`` (even-odd per contour plane, each plane filling the CT
-    slices whose centres lie in its slab); also how many planes lie outside the grid's slices."""
-    planes: dict[float, list[np.ndarray]] = defaultdict(list)
+    """The ROI's closed contours filled on ``grid``; also how many contour planes lie outside the CT.
+
+    Contours within :data:`CONTOUR_PLANE_TOLERANCE` slices of each other along the normal are one plane,
+    filled together by the even-odd rule. A plane stands for the slab half-way to its neighbours (at most
+    half the ROI's typical plane spacing, and half a CT slice beyond its first and last plane), and fills
+    the CT slices whose centres lie in its slab, [k − below, k + above).
+    """
+    contours = []
     for points in roi.closed:
         ijk = grid.ras_to_ijk_points(points @ lps_to_ras_matrix()[:3, :3].T)
         spread = float(np.ptp(ijk[:, 2]))
@@ -417,21 +513,33 @@ def rasterize_roi(roi: RoiContours, grid: Grid) -> tuple[np.ndarray, int]:
                 f"a contour of ROI '{roi.name}' is not in a CT slice plane (it spans {spread:.2f} slices "
                 "along the slice normal)"
             )
-        planes[round(float(np.mean(ijk[:, 2])), 3)].append(ijk[:, :2])
-    ks = np.array(sorted(planes))
+        contours.append((float(np.mean(ijk[:, 2])), ijk[:, :2]))
+    contours.sort(key=lambda item: item[0])
+    planes: list[tuple[float, list[np.ndarray]]] = []  # (k, polygons) in increasing k
+    members: list[float] = []
+    for k, polygon in contours:
+        if planes and k - members[0] <= CONTOUR_PLANE_TOLERANCE:
+            planes[-1][1].append(polygon)
+            members.append(k)
+            planes[-1] = (float(np.mean(members)), planes[-1][1])
+        else:
+            planes.append((k, [polygon]))
+            members = [k]
+    ks = np.array([k for k, _ in planes])
     typical = float(np.median(np.diff(ks))) if len(ks) > 1 else 1.0
+    end = 0.5 * min(typical, 1.0)
     mask = np.zeros(grid.shape, dtype=bool)
     outside = 0
-    for index, k in enumerate(ks):
-        below = 0.5 * min(typical, k - ks[index - 1]) if index > 0 else 0.5 * typical
-        above = 0.5 * min(typical, ks[index + 1] - k) if index + 1 < len(ks) else 0.5 * typical
-        first, last = int(np.ceil(k - below - 1e-6)), int(np.ceil(k + above - 1e-6)) - 1  # [k-b, k+a)
-        first, last = max(first, 0), min(last, grid.shape[0] - 1)
-        if first > last:
+    for index, (k, polygons) in enumerate(planes):
+        if not -0.5 <= k <= grid.shape[0] - 0.5:
             outside += 1
             continue
-        filled = even_odd_fill(planes[k], grid.shape[1:])
-        mask[first : last + 1] |= filled
+        below = 0.5 * min(typical, k - ks[index - 1]) if index > 0 else end
+        above = 0.5 * min(typical, ks[index + 1] - k) if index + 1 < len(ks) else end
+        first, last = int(np.ceil(k - below - 1e-6)), int(np.ceil(k + above - 1e-6)) - 1
+        first, last = max(first, 0), min(last, grid.shape[0] - 1)
+        if first <= last:  # a plane finer than the CT may hold no slice centre: its neighbours do
+            mask[first : last + 1] |= even_odd_fill(polygons, grid.shape[1:])
     return mask, outside
 
 
@@ -486,9 +594,9 @@ def _is_body(roi: RoiContours) -> bool:
     return roi.interpreted_type.upper() == "EXTERNAL" or is_body_name(roi.name)
 
 
-def _prescription(plans: Sequence[Dataset]) -> tuple[float, int | None, str] | None:
-    """(dose Gy, fractions, which plan) of the RTPLANs' one target prescription dose; None if none or
-    several differ."""
+def _prescription(plans: Sequence[Dataset]) -> tuple[float, int | None, str]:
+    """(dose Gy, fractions or None, which plan) of the RTPLANs' one target prescription dose; InputError
+    when there is none or several differ."""
     doses = set()
     fractions = set()
     for plan in plans:
@@ -500,7 +608,12 @@ def _prescription(plans: Sequence[Dataset]) -> tuple[float, int | None, str] | N
             if group.get("NumberOfFractionsPlanned"):
                 fractions.add(int(group.NumberOfFractionsPlanned))
     if len(doses) != 1:
-        return None
+        what = (
+            f"several different prescriptions ({', '.join(f'{d:g}' for d in sorted(doses))} Gy)"
+            if doses
+            else "no RTPLAN with a prescription"
+        )
+        raise InputError(f"the folder has {what}; give the prescription (--prescription GY)")
     label = ", ".join(str(p.get("RTPlanLabel", "") or "unlabelled") for p in plans)
     return doses.pop(), (fractions.pop() if len(fractions) == 1 else None), label
 
@@ -550,13 +663,12 @@ def case_from_dicom(
             notes.append(f"ROI '{roi.name}': {outside} contour plane(s) outside the CT, left out")
         masks.append((roi.name, mask))
     if prescription_gy is None:
-        found = _prescription(content.plans)
-        if found is None:
-            what = "several different prescriptions" if content.plans else "no RTPLAN with a prescription"
-            raise InputError(f"the folder has {what}; give the prescription (--prescription GY)")
-        prescription_gy, plan_fractions, label = found
-        fractions = fractions if fractions is not None else plan_fractions
+        with _well_formed("RTPLAN", "an RTPLAN of"):
+            prescription_gy, plan_fractions, label = _prescription(content.plans)
         notes.append(f"prescription {prescription_gy:g} Gy from RTPLAN {label}")
+        if fractions is None and plan_fractions is None:
+            notes.append(f"the RTPLAN gives no single fraction count; {default_fractions} assumed")
+        fractions = fractions if fractions is not None else plan_fractions
     protocol = Protocol(prescription_gy, fractions or default_fractions, scorecard)
     series_uid = str(slices[0].SeriesInstanceUID)
     case = case_with_roles(
@@ -596,48 +708,88 @@ def _with_origin(
         study_description=_text(first, "StudyDescription"),
         frame_of_reference_uid=_text(first, "FrameOfReferenceUID"),
         ct_series_instance_uid=_text(first, "SeriesInstanceUID"),
-        ct_sop_instance_uids=tuple(_text(s, "SOPInstanceUID") for s in slices),
         structure_set_uid=_text(structure_set, "SOPInstanceUID"),
-        roi_numbers={r.name: r.number for r in rois},
+        roi_numbers=_roi_numbers(case, rois),
+        accession_number=_text(first, "AccessionNumber"),
+        referring_physician_name=_text(first, "ReferringPhysicianName"),
         notes=tuple(notes),
     )
     return case
 
 
-def read_rtdose(path: str | Path) -> tuple[np.ndarray, Grid]:
-    """An RTDOSE file's dose (Gy, float32, ``[k, j, i]``) and grid; the frames must be evenly spaced."""
+def _roi_numbers(case: Case, rois: Sequence[RoiContours]) -> dict[str, int]:
+    """ROI numbers by the case's structure names (which a score card may have respelled) and by the
+    RTSTRUCT's own names."""
+    numbers = {r.name: r.number for r in rois}
+    by_folded = {r.name.casefold(): r.number for r in rois}
+    for structure in case.structures:
+        if structure.name.casefold() in by_folded:
+            numbers[structure.name] = by_folded[structure.name.casefold()]
+    return numbers
+
+
+def read_rtdose(path: str | Path, frame_of_reference_uid: str | None = None) -> tuple[np.ndarray, Grid]:
+    """An RTDOSE file's dose (Gy, float32, ``[k, j, i]``) and grid. Refused: another frame of reference than
+    ``frame_of_reference_uid`` (when given), a dose that is not the whole plan's (a fraction's or a beam's),
+    units other than Gy, frames not evenly spaced."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"RTDOSE {path} does not exist")
     dataset = _read(path)
     if dataset is None or str(dataset.get("Modality", "")) != "RTDOSE":
         raise InputError(f"{path} is not an RTDOSE file")
+    with _well_formed(path, "RTDOSE"):
+        return _rtdose_volume(dataset, path, frame_of_reference_uid)
+
+
+def _rtdose_volume(
+    dataset: Dataset, path: Path, frame_of_reference_uid: str | None
+) -> tuple[np.ndarray, Grid]:
     units = str(dataset.get("DoseUnits", "GY")).upper()
     if units != "GY":
         raise InputError(f"RTDOSE {path.name} is in {units}, not Gy")
+    summation = str(dataset.get("DoseSummationType", "PLAN") or "PLAN").upper()
+    if summation != "PLAN":
+        raise InputError(
+            f"RTDOSE {path.name} holds a {summation} dose, not the whole plan's; give the plan dose"
+        )
+    frame = str(dataset.get("FrameOfReferenceUID", "") or "")
+    if frame_of_reference_uid and frame and frame != frame_of_reference_uid:
+        raise InputError(
+            f"RTDOSE {path.name} is in frame of reference {frame}, the CT in {frame_of_reference_uid}"
+        )
     try:
         pixels = dataset.pixel_array
     except Exception as error:
         raise InputError(f"RTDOSE {path} has unreadable pixel data: {error}") from None
     frames = int(dataset.get("NumberOfFrames", 1) or 1)
-    pixels = np.asarray(pixels).reshape(frames, int(dataset.Rows), int(dataset.Columns))
+    rows, columns = int(dataset.Rows), int(dataset.Columns)
+    if np.asarray(pixels).size != frames * rows * columns:
+        raise InputError(
+            f"RTDOSE {path.name}: its pixel data does not hold {frames} frames of {rows} × {columns}"
+        )
+    pixels = np.asarray(pixels).reshape(frames, rows, columns)
     scaling = float(dataset.get("DoseGridScaling", 1.0) or 1.0)
     dose = (pixels.astype(np.float64) * scaling).astype(np.float32)
-    orientation = np.array(dataset.ImageOrientationPatient, dtype=np.float64)
+    orientation = _orientation(dataset)
     row, column = orientation[:3], orientation[3:]
-    offsets = np.asarray(dataset.get("GridFrameOffsetVector", [0.0]), dtype=np.float64)
-    offsets = offsets - offsets[0]  # relative (first 0) and absolute vectors alike
     if frames > 1:
-        steps = np.diff(offsets)
+        offsets = np.asarray(dataset.GridFrameOffsetVector, dtype=np.float64).ravel()
+        if offsets.size != frames:
+            raise InputError(f"RTDOSE {path.name}: {offsets.size} grid frame offsets for {frames} frames")
+        steps = np.diff(offsets - offsets[0])  # relative (first 0) and absolute vectors alike
         if np.ptp(steps) > POSITION_TOLERANCE_MM or abs(steps[0]) < POSITION_TOLERANCE_MM:
             raise InputError(f"RTDOSE {path.name}: its frames are not evenly spaced")
-        step = float(steps[0])
+        step = float(np.mean(steps))
     else:
         step = float(dataset.get("SliceThickness", 1.0) or 1.0)
-    row_spacing, column_spacing = (float(v) for v in dataset.PixelSpacing)
+    spacing = np.array(dataset.PixelSpacing, dtype=np.float64)
+    if spacing.shape != (2,) or np.any(spacing <= 0):
+        raise InputError(f"RTDOSE {path.name}: Pixel Spacing must be two positive values")
+    row_spacing, column_spacing = spacing
     ijk_to_lps = np.eye(4)
     ijk_to_lps[:3, 0] = row * column_spacing
     ijk_to_lps[:3, 1] = column * row_spacing
     ijk_to_lps[:3, 2] = np.cross(row, column) * step
-    ijk_to_lps[:3, 3] = np.array(dataset.ImagePositionPatient, dtype=np.float64)
+    ijk_to_lps[:3, 3] = _position(dataset)
     return dose, Grid(dose.shape, lps_to_ras_matrix() @ ijk_to_lps)

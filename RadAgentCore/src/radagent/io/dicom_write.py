@@ -54,9 +54,10 @@ from radagent.errors import InputError
 from radagent.geometry import Grid, lps_to_ras_matrix
 from radagent.io.atomic import atomic_path
 from radagent.io.contours import mask_contours
+from radagent.io.dicom_read import is_dicom_file
 from radagent.patient import Case, Role, Structure
 
-__all__ = ["write_dicom_plan"]
+__all__ = ["check_export", "write_dicom_plan"]
 
 MANUFACTURER = "RadAgent"
 MODEL_NAME = "RadAgent pencil-beam model"
@@ -91,6 +92,8 @@ class _Header:
     study_time: str
     study_description: str
     frame_of_reference_uid: str
+    accession_number: str  # the study's, so a joined RTPLAN/RTDOSE matches its CT in a PACS
+    referring_physician_name: str
     date: str  # when the export was made, DICOM DA
     time: str  # and TM
 
@@ -157,6 +160,39 @@ def write_dicom_plan(
     return written
 
 
+def check_export(
+    folder: str | Path,
+    case: Case | None = None,
+    *,
+    anonymize: bool = False,
+    source: str | Path | None = None,
+    label: str = "--export-dicom",
+) -> None:
+    """Refuse, before any planning, an export that would overwrite or mix with DICOM already there: a
+    folder that is (or lies inside, or holds) the DICOM input ``source``, or that already holds DICOM
+    files; and, given the ``case``, a CT that 16-bit pixels cannot hold. Errors name the folder as
+    ``label``."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{label} {folder} exists and is not a folder")
+    target = folder.resolve()
+    if source is not None:
+        origin = Path(source).resolve()
+        if target == origin or origin in target.parents or target in origin.parents:
+            raise InputError(
+                f"{label} {folder} and the DICOM input folder {source} must not contain one another"
+            )
+    if folder.is_dir():
+        existing = next((p for p in folder.rglob("*") if p.is_file() and is_dicom_file(p)), None)
+        if existing is not None:
+            raise InputError(
+                f"{label} {folder} already holds DICOM files ({existing.name}); "
+                "export into a new or empty folder"
+            )
+    if case is not None and (case.dicom is None or anonymize):
+        _stored_hu(case.ct_hu)
+
+
 # --- inputs ---------------------------------------------------------------------------------------
 
 
@@ -216,6 +252,8 @@ def _header(case: Case, anonymize: bool) -> _Header:
             study_time=origin.study_time,
             study_description=origin.study_description,
             frame_of_reference_uid=origin.frame_of_reference_uid,
+            accession_number=origin.accession_number,
+            referring_physician_name=origin.referring_physician_name,
             date=date,
             time=time,
         )
@@ -232,6 +270,8 @@ def _header(case: Case, anonymize: bool) -> _Header:
         study_time=time,
         study_description="RadAgent research plan",
         frame_of_reference_uid=generate_uid(),
+        accession_number="",
+        referring_physician_name="",
         date=date,
         time=time,
     )
@@ -256,6 +296,13 @@ def _ds_list(values: Sequence[float] | np.ndarray) -> list[str]:
     return [_ds(float(v)) for v in values]
 
 
+def _ds_exact(values: Sequence[float] | np.ndarray) -> list[str]:
+    """Decimal strings with all 16 characters a DS allows, for the geometry (orientation, positions,
+    spacing, frame offsets): an oblique grid read back then lies within 1e-10 mm of the written one, so
+    its edge voxels do not fall off a grid they belong to."""
+    return [format_number_as_ds(float(v)) for v in values]
+
+
 def _ras_to_lps(points_ras: np.ndarray) -> np.ndarray:
     """RAS points (…, 3) in LPS; the map is its own inverse."""
     return np.asarray(points_ras, dtype=np.float64) * np.diag(lps_to_ras_matrix())[:3]
@@ -267,8 +314,8 @@ def _image_plane(grid: Grid) -> tuple[list[str], list[str], np.ndarray]:
     direction_lps = _ras_to_lps(grid.direction.T)  # rows: the i, j, k axes
     row_cosine, column_cosine = direction_lps[0], direction_lps[1]
     spacing_mm = grid.spacing_mm
-    orientation = _ds_list(np.concatenate([row_cosine, column_cosine]))
-    return orientation, _ds_list([spacing_mm[1], spacing_mm[0]]), np.cross(row_cosine, column_cosine)
+    orientation = _ds_exact(np.concatenate([row_cosine, column_cosine]))
+    return orientation, _ds_exact([spacing_mm[1], spacing_mm[0]]), np.cross(row_cosine, column_cosine)
 
 
 def _position_lps(grid: Grid, i: float, j: float, k: float) -> np.ndarray:
@@ -296,8 +343,8 @@ def _base(header: _Header, sop_class: str, sop_uid: str, modality: str, series_u
     ds.StudyID = header.study_id
     ds.StudyDate, ds.StudyTime = header.study_date, header.study_time
     ds.StudyDescription = header.study_description
-    ds.AccessionNumber = ""
-    ds.ReferringPhysicianName = ""
+    ds.AccessionNumber = header.accession_number
+    ds.ReferringPhysicianName = header.referring_physician_name
     ds.Modality = modality
     ds.SeriesInstanceUID = series_uid
     ds.SeriesNumber = _SERIES_NUMBER[modality]
@@ -357,7 +404,7 @@ def _ct_slices(header: _Header, case: Case, series_uid: str, sop_uids: Sequence[
         ds.AcquisitionNumber = ""
         ds.KVP = ""
         position = _position_lps(grid, 0, 0, k)
-        ds.ImagePositionPatient = _ds_list(position)
+        ds.ImagePositionPatient = _ds_exact(position)
         ds.ImageOrientationPatient = orientation
         ds.PixelSpacing = pixel_spacing
         ds.SliceThickness = _ds(grid.spacing_mm[2])
@@ -650,7 +697,7 @@ def _rt_dose(header: _Header, case: Case, dose_gy: np.ndarray, plan_uid: str) ->
     ds.InstanceNumber = 1
     ds.ContentDate, ds.ContentTime = header.date, header.time
     ds.ImageComments = RESEARCH_USE_ONLY
-    ds.ImagePositionPatient = _ds_list(positions[0])
+    ds.ImagePositionPatient = _ds_exact(positions[0])
     ds.ImageOrientationPatient = orientation
     ds.PixelSpacing = pixel_spacing
     ds.SliceThickness = _ds(grid.spacing_mm[2])
@@ -669,7 +716,7 @@ def _rt_dose(header: _Header, case: Case, dose_gy: np.ndarray, plan_uid: str) ->
     plan = Dataset()
     plan.ReferencedSOPClassUID, plan.ReferencedSOPInstanceUID = RTPlanStorage, plan_uid
     ds.ReferencedRTPlanSequence = [plan]
-    ds.GridFrameOffsetVector = _ds_list(offsets_mm)
+    ds.GridFrameOffsetVector = _ds_exact(offsets_mm)
     ds.DoseGridScaling = scaling
     ds.PixelData = np.ascontiguousarray(pixels).tobytes()
     return ds

@@ -477,7 +477,7 @@ BAD_FOLDERS = {
         "gantry tilt of 5°",
     ),
     "two slices at one position": (_duplicate_slice, "two slices at one position"),
-    "several structure sets": (_second_structure_set, "several RTSTRUCTs"),
+    "several structure sets": (_second_structure_set, "several RTSTRUCTs .* choose one with --structure-set"),
     "contour off its plane": (lambda f: rewrite(f, "RTSTRUCT", _tilted_contour), "not in a CT slice plane"),
     "no PTV": (lambda f: rewrite(f, "RTSTRUCT", _rename("PTV", "Prostate")), "no ROI is named PTV"),
     "two bodies": (lambda f: rewrite(f, "RTSTRUCT", _second_body), "several body-like ROIs"),
@@ -638,3 +638,16 @@ def test_an_exported_rtdose_lands_on_an_oblique_ct_edge_voxels_included(prostate
     on_ct = resample(dose, grid, case.grid, order=1)
     body = case.body.mask
     assert np.abs(on_ct[body] - dose_gy[body]).max() <= step_gy
+
+
+def test_structure_set_chooses_between_rtstructs_drawn_on_one_series(exported, prostate, tmp_path, capsys):
+    folder = copy_of(exported, tmp_path)
+    _second_structure_set(folder)
+    second = pydicom.dcmread(folder / "second-rtstruct.dcm", stop_before_pixels=True).SOPInstanceUID
+    case = case_from_dicom(folder, structure_set=second)
+    assert case.dicom.structure_set_uid == second
+    assert_same_case(case, prostate)
+    status = main(["plan", "--dicom", str(folder), "--structure-set", "1.2.3", "--out", str(tmp_path / "o")])
+    assert status == 2 and "no RTSTRUCT 1.2.3 in the folder (RTSTRUCTs: " in capsys.readouterr().err
+    status = main(["plan", "--case", "water", "--structure-set", "1.2.3", "--out", str(tmp_path / "o")])
+    assert status == 2 and "--structure-set UID applies to --dicom DIR" in capsys.readouterr().err

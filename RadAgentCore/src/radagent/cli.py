@@ -111,6 +111,11 @@ def _add_case_inputs(parser: argparse.ArgumentParser) -> None:
         "OARs unless --target/--oar/--body say otherwise; the prescription from an RTPLAN beside them)",
     )
     group.add_argument("--series", metavar="UID", help="the CT series to plan when the folder holds several")
+    group.add_argument(
+        "--structure-set",
+        metavar="UID",
+        help="the RTSTRUCT (SOP Instance UID) when several are drawn on the CT",
+    )
     roles = parser.add_argument_group("structure roles and protocol (built-in cases know theirs)")
     roles.add_argument(
         "--target",
@@ -494,6 +499,7 @@ CLI_WORDS = {
     "archive": "--request FILE",
     "dicom": "--dicom DIR",
     "series": "--series UID",
+    "structure_set": "--structure-set UID",
     "targets": "target structure with --target",
     "oars": "organ at risk with --oar",
     "body": "body with --body",
@@ -528,6 +534,7 @@ _CASE_OPTIONS = (
     "matrad",
     "dicom",
     "series",
+    "structure_set",
     "target",
     "oar",
     "body",
@@ -566,6 +573,7 @@ def _request(args: argparse.Namespace) -> PlanRequest:
         matrad=path("matrad"),
         dicom=path("dicom"),
         series=given("series"),
+        structure_set=given("structure_set"),
     )
     values = {
         "bixel_mm": given("bixel_mm"),

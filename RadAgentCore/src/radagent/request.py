@@ -73,6 +73,7 @@ FIELD_WORDS: Mapping[str, str] = {
     "archive": "a case archive",
     "dicom": "a DICOM folder",
     "series": "a CT series",
+    "structure_set": "a structure set",
     "targets": "target structure",
     "oars": "organ at risk",
     "body": "body structure",
@@ -92,8 +93,9 @@ _CHOOSES = {"angles": "the beams", "tpp": "the TPPs"}
 class PatientInput:
     """Where the patient comes from: a built-in case (and its variant), a CT with a segmentation or
     labelmap (``labels``: name → value), a matRad ``.mat`` file, a case archive (``.npz``) or a DICOM
-    folder (CT series and RTSTRUCT; ``series``: the CT series UID when there are several). None of them:
-    the front end supplies the case itself (the Slicer module, from its scene)."""
+    folder (CT series and RTSTRUCT; ``series``, ``structure_set``: their UIDs where the folder holds
+    several). None of them: the front end supplies the case itself (the Slicer module, from its scene).
+    """
 
     case: str | None = None
     variant: int = 0
@@ -104,9 +106,10 @@ class PatientInput:
     archive: str | None = None
     dicom: str | None = None
     series: str | None = None
+    structure_set: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("case", "ct", "structures", "matrad", "archive", "dicom", "series"):
+        for name in ("case", "ct", "structures", "matrad", "archive", "dicom", "series", "structure_set"):
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, str(value))
@@ -239,8 +242,9 @@ class PlanRequest:
             raise InputError(f"{w['ct']} and {w['structures']} go together")
         if patient.labels and patient.structures is None:
             raise InputError(f"a {w['labels']} applies to a labelmap given with {w['structures']}")
-        if patient.series is not None and patient.dicom is None:
-            raise InputError(f"{w['series']} applies to {w['dicom']}")
+        for name in ("series", "structure_set"):
+            if getattr(patient, name) is not None and patient.dicom is None:
+                raise InputError(f"{w[name]} applies to {w['dicom']}")
         if patient.case is not None or patient.archive is not None:
             what = "a built-in case" if patient.case is not None else "a case archive"
             roles = {"targets": self.targets, "oars": self.oars, "body": self.body, "labels": patient.labels}
@@ -523,6 +527,7 @@ def load_patient(request: PlanRequest, words: Mapping[str, str] | None = None) -
         case = case_from_dicom(
             patient.dicom,
             series=patient.series,
+            structure_set=patient.structure_set,
             targets=request.targets,
             oars=request.oars,
             body=request.body,

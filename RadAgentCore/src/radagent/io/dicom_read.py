@@ -108,8 +108,11 @@ class DicomFolder:
     notes: list[str]
 
 
-def read_dicom_folder(folder: str | Path, series: str | None = None) -> DicomFolder:
-    """Scan ``folder`` (recursively) and pick the CT series and RTSTRUCT to plan; InputError on bad input."""
+def read_dicom_folder(
+    folder: str | Path, series: str | None = None, structure_set: str | None = None
+) -> DicomFolder:
+    """Scan ``folder`` (recursively) and pick the CT series and RTSTRUCT to plan (``series``,
+    ``structure_set``: their UIDs, where the folder holds several); InputError on bad input."""
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"DICOM folder {folder} does not exist or is not a folder")
@@ -134,18 +137,18 @@ def read_dicom_folder(folder: str | Path, series: str | None = None) -> DicomFol
     for path, dataset in by_modality["CT"]:
         series_slices[str(dataset.get("SeriesInstanceUID", ""))].append((path, dataset))
     with _well_formed(structure_sets[0][0], "RTSTRUCT"):
-        chosen, structure_set = _choose_series(series_slices, structure_sets, series)
+        chosen, drawn = _choose_series(series_slices, structure_sets, series, structure_set)
     others = len(series_slices) - 1
     if others:
         notes.append(f"{others} other CT series ignored (planning series {chosen})")
     slices = sort_slices([d for _, d in series_slices[chosen]], chosen)
     _decode_all(series_slices[chosen])
     frame = str(slices[0].get("FrameOfReferenceUID", ""))
-    with _well_formed(structure_set[0], "RTSTRUCT"):
-        rois = _rois(structure_set[1], frame, structure_set[0])
+    with _well_formed(drawn[0], "RTSTRUCT"):
+        rois = _rois(drawn[1], frame, drawn[0])
     with _well_formed("RTPLAN", "an RTPLAN of"):
-        plans = _plans_of(by_modality["RTPLAN"], structure_set[1], frame)
-    return DicomFolder(slices, structure_set[1], rois, plans, notes)
+        plans = _plans_of(by_modality["RTPLAN"], drawn[1], frame)
+    return DicomFolder(slices, drawn[1], rois, plans, notes)
 
 
 def is_dicom_file(path: Path) -> bool:
@@ -223,11 +226,19 @@ def _choose_series(
     series_slices: dict[str, list[tuple[Path, Dataset]]],
     structure_sets: list[tuple[Path, Dataset]],
     series: str | None,
+    structure_set: str | None = None,
 ) -> tuple[str, tuple[Path, Dataset]]:
-    """The CT series to plan and the RTSTRUCT drawn on it."""
+    """The CT series to plan and the RTSTRUCT drawn on it (the one named by its SOP Instance UID)."""
     available = sorted(series_slices)
     if series is not None and series not in series_slices:
         raise InputError(f"no CT series {series} in the folder (CT series: {', '.join(available)})")
+    if structure_set is not None:
+        named = [(path, s) for path, s in structure_sets if str(s.SOPInstanceUID) == structure_set]
+        if not named:
+            raise InputError(
+                f"no RTSTRUCT {structure_set} in the folder (RTSTRUCTs: {_described(structure_sets)})"
+            )
+        structure_sets = named
     for path, structure_set in structure_sets:
         for uid in _referenced_series(structure_set):
             if uid not in series_slices:
@@ -252,9 +263,19 @@ def _choose_series(
     if not drawn:
         raise InputError(f"no RTSTRUCT in the folder references CT series {series}")
     if len(drawn) > 1:
-        names = ", ".join(path.name for path, _ in drawn)
-        raise InputError(f"several RTSTRUCTs ({names}) reference CT series {series}; keep one in the folder")
+        raise InputError(
+            f"several RTSTRUCTs ({_described(drawn)}) reference CT series {series}; choose one with "
+            "--structure-set UID"
+        )
     return series, drawn[0]
+
+
+def _described(structure_sets: Sequence[tuple[Path, Dataset]]) -> str:
+    """RTSTRUCTs as "file 'label' UID", for a message that lets the user choose one."""
+    return ", ".join(
+        f"{path.name} '{s.get('StructureSetLabel', '')}' {s.get('SOPInstanceUID', '')}"
+        for path, s in structure_sets
+    )
 
 
 def _frame_uids(structure_set: Dataset) -> set[str]:
@@ -627,6 +648,7 @@ def case_from_dicom(
     folder: str | Path,
     *,
     series: str | None = None,
+    structure_set: str | None = None,
     targets: Sequence[str] = (),
     oars: Sequence[str] = (),
     body: str | None = None,
@@ -637,7 +659,7 @@ def case_from_dicom(
 ) -> Case:
     """A case from a DICOM folder (see the module docstring); ``case.dicom`` keeps the UIDs an export
     reuses and the notes on what the import left out or assumed."""
-    content = read_dicom_folder(folder, series)
+    content = read_dicom_folder(folder, series, structure_set)
     slices = content.ct_slices
     ct_hu, grid = ct_volume(slices)
     notes = list(content.notes)

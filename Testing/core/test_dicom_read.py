@@ -651,3 +651,24 @@ def test_structure_set_chooses_between_rtstructs_drawn_on_one_series(exported, p
     assert status == 2 and "no RTSTRUCT 1.2.3 in the folder (RTSTRUCTs: " in capsys.readouterr().err
     status = main(["plan", "--case", "water", "--structure-set", "1.2.3", "--out", str(tmp_path / "o")])
     assert status == 2 and "--structure-set UID applies to --dicom DIR" in capsys.readouterr().err
+
+
+def test_a_skin_rind_around_the_targets_is_filled_into_a_body(exported, prostate, tmp_path):
+    folder = copy_of(exported, tmp_path)
+    k, j, i = np.nonzero(prostate.structure("PTV").mask)
+    box = (i.min() - 3.5, i.max() + 3.5, j.min() - 3.5, j.max() + 3.5)  # around the PTV, inside the body
+
+    def rind(_: int, structure_set: Dataset) -> None:
+        body = next(r for r in structure_set.StructureSetROISequence if r.ROIName == "Body")
+        item = next(
+            c for c in structure_set.ROIContourSequence if int(c.ReferencedROINumber) == int(body.ROINumber)
+        )
+        outer = [np.reshape(c.ContourData, (-1, 3)).astype(float) for c in item.ContourSequence]
+        inner = [_square_lps(prostate.grid, kk, *box) for kk in range(k.min() - 1, k.max() + 2)]
+        contours = [("CLOSED_PLANAR", c) for c in [*outer, *inner]]
+        _add_roi(structure_set, "Skin", contours, "ORGAN")
+
+    rewrite(folder, "RTSTRUCT", rind)
+    case = case_from_dicom(folder, body="Skin", oars=["Rectum"])
+    assert np.array_equal(case.body.mask, prostate.body.mask)
+    assert any("'Skin' is a hollow rind" in note for note in case.dicom.notes)

@@ -38,6 +38,7 @@ import pydicom
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from scipy import ndimage
 
 from radagent.beams import PATIENT_POSITIONS
 from radagent.errors import InputError
@@ -611,6 +612,23 @@ def dicom_roles(
     return list(targets), list(oars), body, notes
 
 
+def _solid_body(
+    masks: list[tuple[str, np.ndarray]], body: str, targets: Sequence[str]
+) -> tuple[list[tuple[str, np.ndarray]], bool]:
+    """The masks with a body ROI drawn as a rind (a skin contour with its inner surface, so that the even-odd
+    fill leaves it hollow) filled slice by slice, when that is what puts the targets inside it."""
+    by_name = {name.casefold(): mask for name, mask in masks}
+    body_mask = by_name[body.casefold()]
+    target_mask = np.logical_or.reduce([by_name[t.casefold()] for t in targets])
+    outside = np.count_nonzero(target_mask & ~body_mask)
+    if not outside:
+        return masks, False
+    solid = np.stack([ndimage.binary_fill_holes(plane) for plane in body_mask])
+    if np.count_nonzero(target_mask & ~solid) >= outside:
+        return masks, False
+    return [(n, solid if n.casefold() == body.casefold() else m) for n, m in masks], True
+
+
 def _is_body(roi: RoiContours) -> bool:
     return roi.interpreted_type.upper() == "EXTERNAL" or is_body_name(roi.name)
 
@@ -684,6 +702,12 @@ def case_from_dicom(
         if outside:
             notes.append(f"ROI '{roi.name}': {outside} contour plane(s) outside the CT, left out")
         masks.append((roi.name, mask))
+    if chosen_body is not None:
+        masks, filled = _solid_body(masks, chosen_body, chosen_targets)
+        if filled:
+            notes.append(
+                f"body ROI '{chosen_body}' is a hollow rind around the targets; its inside is the body"
+            )
     if prescription_gy is None:
         with _well_formed("RTPLAN", "an RTPLAN of"):
             prescription_gy, plan_fractions, label = _prescription(content.plans)

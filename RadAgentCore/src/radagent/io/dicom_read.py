@@ -8,17 +8,20 @@ Read with pydicom, at the file boundary converted from DICOM's LPS to the packag
   number; each slice's Rescale Slope/Intercept is applied. Refused: gantry tilt (slices shifted within
   their plane), a missing slice, unequal slice spacing, two slices at one position, a series whose
   slices differ in size, orientation or pixel spacing. Several CT series: the one the RTSTRUCT
-  references, or the one named with ``series``.
+  references, or the one named with ``series``; several RTSTRUCTs on it: the one named with
+  ``structure_set``. Files without the Part 10 header are read; pixel data only when used.
 * **RTSTRUCT**: closed planar contours are filled on the CT grid by the even-odd rule
   (:mod:`radagent.io.contours`: holes, keyhole contours and several contours per plane). A contour plane
-  stands for the slab half-way to its neighbouring planes (at most half the ROI's typical plane spacing),
-  and a CT slice takes the plane whose slab holds its centre, so contours between CT slices are placed
-  where they lie. Point, open and empty ROIs are reported and left out; the ROIs' frame of reference must
-  be the CT's and the referenced series must be in the folder.
+  stands for the slab half-way to its neighbouring planes (at most half the ROI's typical plane spacing,
+  and half a CT slice beyond its first and last plane), and a CT slice takes the plane whose slab holds
+  its centre, so contours between CT slices are placed where they lie. Point, open and empty ROIs are
+  reported and left out; the ROIs' frame of reference must be the CT's and the referenced series must
+  be in the folder.
 * **Roles** (:func:`dicom_roles`): the names given (``targets``, ``oars``, ``body``) win; otherwise
   ROIs named ``PTV…`` are targets; ``External``/``Body``/``Skin``/``Outline`` (or RT ROI interpreted type
-  EXTERNAL) the body; ``CTV…``/``GTV…``/``ITV…`` are reported, not optimized; non-anatomical types
-  (SUPPORT, MARKER, BOLUS, …) are left out; every other ROI is an organ at risk.
+  EXTERNAL) the body (one drawn as a hollow rind around the targets is filled); ``CTV…``/``GTV…``/
+  ``ITV…`` and PTVs not named as targets are reported, not optimized; non-anatomical types (SUPPORT,
+  MARKER, BOLUS, …) are left out; every other ROI is an organ at risk.
 * **Prescription**: the one given, else the target prescription dose of an RTPLAN in the folder that
   belongs to the structure set, when there is exactly one such value (its fractions too).
 """

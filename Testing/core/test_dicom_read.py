@@ -190,7 +190,9 @@ def test_each_slice_rescale_slope_and_intercept_are_applied(exported, prostate, 
 # -- a third-party series: plastimatch ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("position", "flip_ij", "oblique_deg"), [("HFS", False, 0.0), ("FFS", True, 20.0)])
+@pytest.mark.parametrize(
+    ("position", "flip_ij", "oblique_deg"), [("HFS", False, 0.0), ("HFP", True, 0.0), ("FFS", True, 20.0)]
+)
 def test_plastimatch_series_import_and_plan_end_to_end(
     prostate, tmp_path, capsys, position, flip_ij, oblique_deg
 ):

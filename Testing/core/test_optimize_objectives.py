@@ -79,9 +79,16 @@ def test_curvature_is_the_gauss_newton_diagonal_on_the_penalized_side(objective)
         np.testing.assert_allclose(curvature, gradient**2 / (2 * value), rtol=1e-9, atol=1e-15)
 
 
-def test_only_squared_overdose_ignores_the_doses_below_its_reference():
+@pytest.mark.parametrize(
+    "objective",
+    [
+        SquaredOverdose("S", 50.0, weight=0.7),
+        TppDoseVolume("S", 50.0, volume_fraction=0.4, weight=2.0),
+        HottestOverdose("S", 50.0, volume_fraction=0.4, scale=0.1),
+    ],
+)
+def test_only_upper_limits_ignore_the_doses_below_their_reference(objective):
     dose = random_doses()
-    objective = SquaredOverdose("S", 50.0, weight=0.7)
     assert objective.inert_below_gy == 50.0
     below = dose <= 50.0
     lowered = np.where(below, np.random.default_rng(2).uniform(0.0, 50.0, dose.size), dose)
@@ -89,7 +96,7 @@ def test_only_squared_overdose_ignores_the_doses_below_its_reference():
     lowered_value, lowered_gradient = objective.value_and_gradient(lowered)
     assert lowered_value == value
     np.testing.assert_array_equal(lowered_gradient, gradient)
-    others = [o for o in OBJECTIVES if not isinstance(o, SquaredOverdose)]
+    others = [o for o in OBJECTIVES if not isinstance(o, SquaredOverdose | TppDoseVolume | HottestOverdose)]
     assert all(o.inert_below_gy is None for o in others)
 
 
@@ -169,9 +176,10 @@ def test_soft_extremes_bound_the_true_extremes():
 @pytest.mark.parametrize("volume_fraction", [0.0, 0.01, 0.1, 0.37, 0.5, 0.9, 1.0])
 @pytest.mark.parametrize("threshold_gy", [-1.0, 0.2, 0.5, 0.8, 2.0])
 def test_omega_plus_is_the_hottest_fraction_above_the_threshold(volume_fraction, threshold_gy):
-    """Ω⁺ without the whole-structure partial sort equals its definition, ties included."""
+    """Ω⁺ without the whole-structure partial sort equals its definition, ties included, and so do the
+    overdoses on it that the TPP terms square."""
     from radagent.evaluate.dvh import hottest_minimum_gy
-    from radagent.optimize.objectives import _omega_plus
+    from radagent.optimize.objectives import _hottest_excess
 
     rng = np.random.default_rng(7)
     for dose in (rng.uniform(0.0, 1.0, 1001), np.round(rng.uniform(0.0, 1.0, 500), 1)):
@@ -180,4 +188,29 @@ def test_omega_plus_is_the_hottest_fraction_above_the_threshold(volume_fraction,
             if volume_fraction <= 0
             else (dose >= hottest_minimum_gy(dose, volume_fraction)) & (dose > threshold_gy)
         )
-        np.testing.assert_array_equal(_omega_plus(dose, threshold_gy, volume_fraction), expected)
+        excess, count = _hottest_excess(dose, threshold_gy, volume_fraction)
+        assert count == np.count_nonzero(expected)
+        np.testing.assert_array_equal(excess, np.where(expected, dose - threshold_gy, 0.0))
+
+
+@pytest.mark.parametrize("volume_fraction", [0.0, 0.05, 0.4, 1.0])
+def test_tpp_terms_ignore_doses_at_or_below_their_inert_level(volume_fraction):
+    """What the solver may skip is truly inert: moving voxels anywhere at or below ``inert_below_gy``
+    changes neither the TPP term's value nor its gradient, frozen or not."""
+    from radagent.optimize.objectives import TppDoseVolume
+
+    rng = np.random.default_rng(3)
+    dose = rng.uniform(0.0, 2.0, 800)
+    term = TppDoseVolume("S", 1.2, volume_fraction, 3.0)
+    level = term.inert_below_gy
+    assert level == (1.2 if volume_fraction > 0 else np.inf)
+    moved = dose.copy()
+    low = dose <= level
+    moved[low] = rng.uniform(-5.0, 1.0, low.sum()) * np.minimum(level, 10.0)
+    moved[low] = np.minimum(moved[low], level)
+    for objective in (term, term.frozen(dose)):
+        assert objective.inert_below_gy == level
+        value, gradient = objective.value_and_gradient(dose)
+        moved_value, moved_gradient = objective.value_and_gradient(moved)
+        assert moved_value == value
+        np.testing.assert_array_equal(moved_gradient, gradient)

@@ -135,9 +135,65 @@ def test_structure_influence_products_match_scipy(problem):
     np.testing.assert_array_equal(partial[some], influence.dose_gy(weights)[some])
     assert np.all(np.delete(partial, some) == -1.0)
     np.testing.assert_allclose(influence.row_norms, np.linalg.norm(reference, axis=1), rtol=1e-6)
+    np.testing.assert_allclose(influence.row_l1_norms, np.abs(reference).sum(axis=1), rtol=1e-6)
+    assert influence.nonnegative
     assert influence.entry_count == int(np.count_nonzero(reference)) == influence.row_entries.sum()
     curvature = rng.uniform(0, 1, rows.size) * (rng.uniform(size=rows.size) < 0.5)
     np.testing.assert_allclose(influence.column_curvature(curvature), (reference**2).T @ curvature, rtol=1e-6)
+
+
+def test_row_sums_follow_entry_order_exactly_for_any_rows(problem):
+    """A·x sums each row as one running float64 total in entry order (a plain loop, computed here
+    entry by entry), whatever rows are asked for and in whatever order: the four-rows-at-a-time
+    kernel changes only speed, never a bit of the result."""
+    case, dose_grid, matrix = problem
+    influence = StructureInfluence.build(matrix, dose_grid, case, ["PTV", "Rectum", "Body"])
+    indptr, indices, data = influence._csr
+    rng = np.random.default_rng(11)
+    weights = rng.uniform(0, 2, matrix.shape[1])
+    expected = np.zeros(influence.rows.size)
+    for row in range(influence.rows.size):
+        total = 0.0
+        for position in range(indptr[row], indptr[row + 1]):
+            total += float(data[position]) * float(weights[indices[position]])
+        expected[row] = total
+    for positions in (
+        np.arange(influence.rows.size),
+        rng.permutation(influence.rows.size)[: influence.rows.size // 3 + 2],  # not a multiple of 4
+        np.array([5]),
+    ):
+        out = np.full(influence.rows.size, -1.0)
+        influence.fill_dose_gy(weights, positions, out)
+        np.testing.assert_array_equal(out[positions], expected[positions])
+        assert np.all(np.delete(out, positions) == -1.0)
+
+
+def test_tpp_rows_below_their_threshold_are_skipped_exactly(problem, monkeypatch):
+    """Skipping OAR rows that the bound keeps below their TPP threshold gives the very same optimization
+    (weights and objective history, bit for bit) as computing every row at every evaluation."""
+    import radagent.optimize.solver as solver
+
+    case, dose_grid, matrix = problem
+    bounded = solver._UnionDose._bounded
+    skipped = []
+
+    def counting(self, weights):
+        dose = bounded(self, weights)
+        skipped.append(dose is not None)
+        return dose
+
+    for seed in (4, 5):
+        tpps = TPPs.random(("Bladder", "Rectum"), np.random.default_rng(seed))
+        with monkeypatch.context() as patch:
+            patch.setattr(solver._UnionDose, "_bounded", counting)
+            skipping = optimize_fluence(matrix, dose_grid, case, tpps=tpps)
+        assert any(skipped), "no product skipped a row: the test would prove nothing"
+        skipped.clear()
+        with monkeypatch.context() as patch:
+            patch.setattr(solver, "_FULL_PRODUCT_SHARE", 0.0)  # every product a full one
+            computing = optimize_fluence(matrix, dose_grid, case, tpps=tpps)
+        np.testing.assert_array_equal(skipping.weights, computing.weights)
+        assert skipping.objective_history == computing.objective_history
 
 
 def test_products_do_not_depend_on_the_thread_count(problem):

@@ -28,7 +28,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING
 
 import numpy as np
-from numba import get_num_threads, njit, prange
+from numba import get_num_threads, njit, prange, uint64
 from scipy import sparse
 
 from radagent.beams import BeamGeometry
@@ -64,17 +64,52 @@ def _balanced_parts(indptr, rows, parts):  # pragma: no cover - compiled
     return bounds
 
 
+@njit(cache=True)
+def _row_sum(indptr, indices, data, vector, row):  # pragma: no cover - compiled
+    """Σ data[p]·vector[indices[p]] over CSR row ``row``, in entry order, accumulated in float64."""
+    total = 0.0
+    for position in range(uint64(indptr[row]), uint64(indptr[row + 1])):
+        total += data[position] * vector[indices[position]]
+    return total
+
+
 @njit(cache=True, parallel=True)
 def _row_sums_kernel(indptr, indices, data, vector, rows, out):  # pragma: no cover - compiled
-    """out[r] = Σ data[p]·vector[indices[p]] over row r, accumulated in float64, for r in ``rows``."""
+    """out[r] = Σ data[p]·vector[indices[p]] over row r, accumulated in float64, for r in ``rows``.
+
+    Each row is summed in entry order, as one running total; four rows at a time, so that the four
+    totals' additions overlap in the pipeline instead of each waiting for the one before (a single
+    total is bound by the latency of floating-point addition). Positions are unsigned so that numba
+    emits no negative-index wraparound on each read.
+    """
     bounds = _balanced_parts(indptr, rows, _ROW_PARTS)
     for part in prange(bounds.size - 1):
-        for n in range(bounds[part], bounds[part + 1]):
-            row = rows[n]
-            total = 0.0
-            for position in range(indptr[row], indptr[row + 1]):
-                total += data[position] * vector[indices[position]]
-            out[row] = total
+        n, high = bounds[part], bounds[part + 1]
+        while n + 4 <= high:
+            r0, r1, r2, r3 = rows[n], rows[n + 1], rows[n + 2], rows[n + 3]
+            p0, p1, p2, p3 = uint64(indptr[r0]), uint64(indptr[r1]), uint64(indptr[r2]), uint64(indptr[r3])
+            e0, e1 = uint64(indptr[r0 + 1]), uint64(indptr[r1 + 1])
+            e2, e3 = uint64(indptr[r2 + 1]), uint64(indptr[r3 + 1])
+            common = min(e0 - p0, e1 - p1, e2 - p2, e3 - p3)
+            t0 = t1 = t2 = t3 = 0.0
+            for k in range(common):
+                t0 += data[p0 + k] * vector[indices[p0 + k]]
+                t1 += data[p1 + k] * vector[indices[p1 + k]]
+                t2 += data[p2 + k] * vector[indices[p2 + k]]
+                t3 += data[p3 + k] * vector[indices[p3 + k]]
+            for position in range(p0 + common, e0):
+                t0 += data[position] * vector[indices[position]]
+            for position in range(p1 + common, e1):
+                t1 += data[position] * vector[indices[position]]
+            for position in range(p2 + common, e2):
+                t2 += data[position] * vector[indices[position]]
+            for position in range(p3 + common, e3):
+                t3 += data[position] * vector[indices[position]]
+            out[r0], out[r1], out[r2], out[r3] = t0, t1, t2, t3
+            n += 4
+        while n < high:
+            out[rows[n]] = _row_sum(indptr, indices, data, vector, rows[n])
+            n += 1
 
 
 @njit(cache=True, parallel=True)
@@ -84,26 +119,31 @@ def _transpose_product_kernel(indptr, indices, data, row_values, squared, partia
     rows = np.flatnonzero(row_values)
     bounds = _balanced_parts(indptr, rows, partial.shape[0])
     for part in prange(partial.shape[0]):
+        sums = partial[part]
         for n in range(bounds[part], bounds[part + 1]):
             row = rows[n]
             value = row_values[row]
+            low, high = uint64(indptr[row]), uint64(indptr[row + 1])
             if squared:
-                for position in range(indptr[row], indptr[row + 1]):
-                    partial[part, indices[position]] += data[position] * data[position] * value
+                for position in range(low, high):
+                    sums[indices[position]] += data[position] * data[position] * value
             else:
-                for position in range(indptr[row], indptr[row + 1]):
-                    partial[part, indices[position]] += data[position] * value
+                for position in range(low, high):
+                    sums[indices[position]] += data[position] * value
 
 
 @njit(cache=True)
 def _row_norms_kernel(indptr, data):  # pragma: no cover - compiled
-    """Euclidean norm of each CSR row, accumulated in float64."""
-    out = np.empty(indptr.size - 1, dtype=np.float64)
+    """The 1-norm and the Euclidean norm of each CSR row (rows of the result), accumulated in float64."""
+    out = np.empty((2, indptr.size - 1), dtype=np.float64)
     for row in range(indptr.size - 1):
-        total = 0.0
+        absolute = squares = 0.0
         for position in range(indptr[row], indptr[row + 1]):
-            total += np.float64(data[position]) ** 2
-        out[row] = np.sqrt(total)
+            value = np.float64(data[position])
+            absolute += abs(value)
+            squares += value * value
+        out[0, row] = absolute
+        out[1, row] = np.sqrt(squares)
     return out
 
 
@@ -394,9 +434,24 @@ class StructureInfluence:
         return np.diff(self._csr[0])
 
     @cached_property
+    def _row_norm_pair(self) -> np.ndarray:
+        return _row_norms_kernel(self._csr[0], self._csr[2])
+
+    @property
     def row_norms(self) -> np.ndarray:
         """‖Aᵢ‖₂ of each union row (Gy per unit weight): |Aᵢ·Δx| ≤ ‖Aᵢ‖₂·‖Δx‖₂ bounds a dose change."""
-        return _row_norms_kernel(self._csr[0], self._csr[2])
+        return self._row_norm_pair[1]
+
+    @property
+    def row_l1_norms(self) -> np.ndarray:
+        """‖Aᵢ‖₁ of each union row: |Aᵢ·Δx| ≤ ‖Aᵢ‖₁·max|Δx|, tighter than the 2-norm bound when the
+        change is spread over many beamlets."""
+        return self._row_norm_pair[0]
+
+    @cached_property
+    def nonnegative(self) -> bool:
+        """Whether every entry is ≥ 0 (any dose-influence matrix): then only weight increases raise a dose."""
+        return bool(self._csr[2].size == 0 or self._csr[2].min() >= 0)
 
     def dose_gy(self, weights: np.ndarray) -> np.ndarray:
         """Dose (float64) in the union of the structures' voxels for beamlet ``weights``."""

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
+from numba import njit
 
 from radagent.evaluate.dvh import hottest_minimum_gy, hottest_voxel_count
 from radagent.optimize.vectors import dot
@@ -255,22 +256,50 @@ class MaxDvh(_DvhLimit):
     _side = 1.0
 
 
-def _omega_plus(dose_gy: np.ndarray, threshold_gy: float, volume_fraction: float) -> np.ndarray:
-    """Ω⁺ as a boolean mask: the hottest ``volume_fraction`` (ties included) above ``threshold_gy``.
+@njit(cache=True)
+def _hottest_excess_kernel(dose_gy, threshold_gy, count):  # pragma: no cover - compiled
+    """dᵢ − threshold on Ω⁺ (the hottest ``count`` voxels, ties included, that are above the threshold),
+    0 elsewhere; and |Ω⁺|. One pass counts the voxels above; only when they are more than ``count`` is
+    the count-th hottest of them found (a partial sort of that subset, not of the structure)."""
+    above = 0
+    for i in range(dose_gy.size):
+        if dose_gy[i] > threshold_gy:
+            above += 1
+    floor = -np.inf
+    if above > count:
+        hot = np.empty(above)
+        j = 0
+        for i in range(dose_gy.size):
+            if dose_gy[i] > threshold_gy:
+                hot[j] = dose_gy[i]
+                j += 1
+        floor = np.partition(hot, above - count)[above - count]
+    excess = np.zeros(dose_gy.size)
+    members = 0
+    for i in range(dose_gy.size):
+        if dose_gy[i] > threshold_gy and dose_gy[i] >= floor:
+            excess[i] = dose_gy[i] - threshold_gy
+            members += 1
+    return excess, members
 
-    D(V) is the k-th hottest dose. With at most k voxels above the threshold, D(V) is at or below the
-    coldest of them and Ω⁺ is just the voxels above it; with more, the k hottest all lie among them, so
-    D(V) is the k-th hottest of that subset: either way no partial sort of the whole structure.
-    """
+
+def _hottest_excess(
+    dose_gy: np.ndarray, threshold_gy: float, volume_fraction: float
+) -> tuple[np.ndarray, int]:
+    """The overdose dᵢ − threshold on Ω⁺ (0 elsewhere) and |Ω⁺|; Ω⁺ the hottest ``volume_fraction``
+    (ties included) above ``threshold_gy``, empty when the fraction is 0."""
     if volume_fraction <= 0:
-        return np.zeros(dose_gy.size, dtype=bool)
-    above = dose_gy > threshold_gy
-    hot = dose_gy[above]
+        return np.zeros(dose_gy.size), 0
     count = hottest_voxel_count(volume_fraction, dose_gy.size)
-    if hot.size <= count:
-        return above
-    position = hot.size - count
-    return above & (dose_gy >= np.partition(hot, position)[position])
+    dose = np.ascontiguousarray(dose_gy, dtype=np.float64)
+    return _hottest_excess_kernel(dose, float(threshold_gy), count)
+
+
+def _omega_plus_floor_gy(threshold_gy: float, volume_fraction: float) -> float:
+    """The dose at or below which a voxel is outside Ω⁺ whatever the others get: the threshold (Ω⁺
+    holds only voxels above it, and which of those are hottest is decided among them alone), or +∞
+    when V = 0 leaves Ω⁺ empty."""
+    return threshold_gy if volume_fraction > 0 else np.inf
 
 
 @dataclass(frozen=True)
@@ -287,12 +316,15 @@ class HottestOverdose(Objective):
     scale: float
 
     def value_and_gradient(self, dose_gy: np.ndarray) -> tuple[float, np.ndarray]:
-        omega = _omega_plus(dose_gy, self.threshold_gy, self.volume_fraction)
-        excess = np.where(omega, dose_gy - self.threshold_gy, 0.0)
+        excess, _ = _hottest_excess(dose_gy, self.threshold_gy, self.volume_fraction)
         return self.scale * dot(excess, excess), 2.0 * self.scale * excess
 
     def curvature(self, dose_gy: np.ndarray) -> np.ndarray:
         return np.full(dose_gy.size, 2.0 * self.scale)
+
+    @property
+    def inert_below_gy(self) -> float:
+        return _omega_plus_floor_gy(self.threshold_gy, self.volume_fraction)
 
 
 @dataclass(frozen=True)
@@ -311,17 +343,15 @@ class TppDoseVolume(Objective):
     needs_outer_iterations: ClassVar[bool] = True
 
     def frozen(self, dose_gy: np.ndarray) -> HottestOverdose:
-        count = int(np.count_nonzero(_omega_plus(dose_gy, self.threshold_gy, self.volume_fraction)))
+        _, count = _hottest_excess(dose_gy, self.threshold_gy, self.volume_fraction)
         if count == 0:  # nothing above the threshold yet: normalize by the whole hottest volume
             count = hottest_voxel_count(self.volume_fraction, dose_gy.size) if self.volume_fraction > 0 else 1
         return HottestOverdose(self.structure, self.threshold_gy, self.volume_fraction, self.weight / count)
 
     def value_and_gradient(self, dose_gy: np.ndarray) -> tuple[float, np.ndarray]:
-        omega = _omega_plus(dose_gy, self.threshold_gy, self.volume_fraction)
-        count = int(np.count_nonzero(omega))
+        excess, count = _hottest_excess(dose_gy, self.threshold_gy, self.volume_fraction)
         if count == 0:
             return 0.0, np.zeros(dose_gy.size)
-        excess = np.where(omega, dose_gy - self.threshold_gy, 0.0)
         scale = self.weight / count
         return scale * dot(excess, excess), 2.0 * scale * excess
 
@@ -330,3 +360,7 @@ class TppDoseVolume(Objective):
             return np.zeros(dose_gy.size)
         count = hottest_voxel_count(self.volume_fraction, dose_gy.size)
         return np.full(dose_gy.size, 2.0 * self.weight / count)
+
+    @property
+    def inert_below_gy(self) -> float:
+        return _omega_plus_floor_gy(self.threshold_gy, self.volume_fraction)

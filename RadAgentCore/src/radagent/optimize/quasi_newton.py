@@ -52,27 +52,31 @@ class ProjectedLbfgs:
     """Projected L-BFGS for x ≥ 0 with a curvature memory of ``memory`` pairs, kept between calls."""
 
     memory: int = 10
-    _pairs: deque[tuple[np.ndarray, np.ndarray, float]] = field(default_factory=deque, repr=False)
+    _pairs: deque[tuple[np.ndarray, np.ndarray, float, float, float]] = field(
+        default_factory=deque, repr=False
+    )
 
     def _direction(self, gradient: np.ndarray) -> np.ndarray:
-        """−H·gradient by the two-loop recursion over the stored (s, y, 1/sᵀy) pairs."""
+        """−H·gradient by the two-loop recursion over the stored (s, y, 1/sᵀy, sᵀy, yᵀy) pairs."""
         q = gradient.copy()
+        scaled = np.empty_like(q)  # α·y and the like, written in place rather than allocated per pair
         alphas = []
-        for s, y, rho in reversed(self._pairs):
+        for s, y, rho, _, _ in reversed(self._pairs):
             alpha = rho * dot(s, q)
-            q -= alpha * y
+            q -= np.multiply(alpha, y, out=scaled)
             alphas.append(alpha)
-        s, y, _ = self._pairs[-1]
-        q *= dot(s, y) / dot(y, y)
-        for (s, y, rho), alpha in zip(self._pairs, reversed(alphas), strict=True):
-            q += (alpha - rho * dot(y, q)) * s
+        _, _, _, sy, yy = self._pairs[-1]
+        q *= sy / yy
+        for (s, y, rho, _, _), alpha in zip(self._pairs, reversed(alphas), strict=True):
+            q += np.multiply(alpha - rho * dot(y, q), s, out=scaled)
         return -q
 
     def _remember(self, s: np.ndarray, y: np.ndarray) -> None:
         """Store a curvature pair when it is positive (the objective is convex along s)."""
         sy = dot(s, y)
-        if sy > 1e-12 * dot(y, y) and sy > 0:
-            self._pairs.append((s, y, 1.0 / sy))
+        yy = dot(y, y)
+        if sy > 1e-12 * yy and sy > 0:
+            self._pairs.append((s, y, 1.0 / sy, sy, yy))
             while len(self._pairs) > self.memory:
                 self._pairs.popleft()
 

@@ -113,13 +113,16 @@ def _row_sums_kernel(indptr, indices, data, vector, rows, out):  # pragma: no co
 
 
 @njit(cache=True, parallel=True)
-def _transpose_product_kernel(indptr, indices, data, row_values, squared, partial):  # pragma: no cover
-    """partial[k] = Σ_r row_values[r]·(row r, its entries ``squared`` or not) over the k-th part of the
-    rows where row_values[r] ≠ 0 (``partial`` comes zeroed, one row per part)."""
+def _transpose_product_kernel(indptr, indices, data, row_values, squared, parts, columns):  # pragma: no cover
+    """Σ_r row_values[r]·(row r, its entries ``squared`` or not) over the rows where row_values[r] ≠ 0:
+    each of ``parts`` consecutive runs of those rows into its own partial sum, in row order, then the
+    partial sums added in part order (the result does not depend on the thread count)."""
     rows = np.flatnonzero(row_values)
-    bounds = _balanced_parts(indptr, rows, partial.shape[0])
-    for part in prange(partial.shape[0]):
+    bounds = _balanced_parts(indptr, rows, parts)
+    partial = np.empty((parts, columns))
+    for part in prange(parts):
         sums = partial[part]
+        sums[:] = 0.0
         for n in range(bounds[part], bounds[part + 1]):
             row = rows[n]
             value = row_values[row]
@@ -130,6 +133,11 @@ def _transpose_product_kernel(indptr, indices, data, row_values, squared, partia
             else:
                 for position in range(low, high):
                     sums[indices[position]] += data[position] * value
+    total = partial[0].copy()
+    for part in range(1, parts):
+        for column in range(columns):
+            total[column] += partial[part, column]
+    return total
 
 
 @njit(cache=True)
@@ -478,10 +486,8 @@ class StructureInfluence:
 
     def _transpose_product(self, row_values: np.ndarray, squared: bool) -> np.ndarray:
         """Σᵢ vᵢ·Aᵢ (or Aᵢ², entrywise), with the parts' partial sums added in a fixed order."""
-        partial = np.zeros((_TRANSPOSE_PARTS, self.beamlet_count))
         values = np.ascontiguousarray(row_values, dtype=np.float64)
-        _transpose_product_kernel(*self._csr, values, squared, partial)
-        return partial.sum(axis=0)
+        return _transpose_product_kernel(*self._csr, values, squared, _TRANSPOSE_PARTS, self.beamlet_count)
 
     def full_dose_gy(self, weights: np.ndarray) -> np.ndarray:
         """Dose on every dose-grid voxel (flat ``[k, j, i]``) with the full matrix, accumulated in float64."""

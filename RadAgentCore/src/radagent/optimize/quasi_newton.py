@@ -1,9 +1,10 @@
 """A projected L-BFGS method for min f(x) subject to x ≥ 0, the optimizer's quasi-Newton iterations.
 
 Why not scipy's L-BFGS-B: its per-call set-up and its BLAS calls cost milliseconds per iteration on a
-busy machine, more than the matrix products themselves at agent resolution; this method uses only a
-few numpy vector operations per iteration and keeps its curvature memory across the outer iterations,
-whose surrogate objectives differ only in their frozen voxel sets.
+busy machine, more than the matrix products themselves at agent resolution; this method uses a few
+vector operations per iteration (the two-loop recursion one compiled call, :mod:`vectors`) and keeps
+its curvature memory across the outer iterations, whose surrogate objectives differ only in their
+frozen voxel sets.
 
 Each iteration: variables at the bound whose gradient points outward are held (the active set); the
 L-BFGS two-loop recursion turns the projected gradient into a direction on the others; the step is
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from radagent.optimize.vectors import dot, norm
+from radagent.optimize.vectors import dot, norm, two_loop_direction
 
 __all__ = ["InnerRun", "ProjectedLbfgs"]
 
@@ -49,45 +50,51 @@ def _projected(x: np.ndarray, gradient: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 @dataclass
 class ProjectedLbfgs:
-    """Projected L-BFGS for x ≥ 0 with a curvature memory of ``memory`` pairs, kept between calls."""
+    """Projected L-BFGS for x ≥ 0 with a curvature memory of ``memory`` pairs, kept between calls.
+
+    The pairs live in the rows of two arrays; ``_order`` lists the rows in use, oldest first, so that
+    the two-loop recursion runs as one compiled call.
+    """
 
     memory: int = 10
-    _pairs: deque[tuple[np.ndarray, np.ndarray, float, float, float]] = field(
-        default_factory=deque, repr=False
-    )
+    _s_rows: np.ndarray = field(default_factory=lambda: np.empty((0, 0)), repr=False)
+    _y_rows: np.ndarray = field(default_factory=lambda: np.empty((0, 0)), repr=False)
+    _rho: np.ndarray = field(default_factory=lambda: np.empty(0), repr=False)  # 1/sᵀy
+    _sy_yy: np.ndarray = field(default_factory=lambda: np.empty((0, 2)), repr=False)  # sᵀy, yᵀy
+    _order: deque[int] = field(default_factory=deque, repr=False)
 
     def _direction(self, gradient: np.ndarray) -> np.ndarray:
-        """−H·gradient by the two-loop recursion over the stored (s, y, 1/sᵀy, sᵀy, yᵀy) pairs."""
-        q = gradient.copy()
-        scaled = np.empty_like(q)  # α·y and the like, written in place rather than allocated per pair
-        alphas = []
-        for s, y, rho, _, _ in reversed(self._pairs):
-            alpha = rho * dot(s, q)
-            q -= np.multiply(alpha, y, out=scaled)
-            alphas.append(alpha)
-        _, _, _, sy, yy = self._pairs[-1]
-        q *= sy / yy
-        for (s, y, rho, _, _), alpha in zip(self._pairs, reversed(alphas), strict=True):
-            q += np.multiply(alpha - rho * dot(y, q), s, out=scaled)
-        return -q
+        """−H·gradient by the two-loop recursion over the stored pairs, H₀ = (sᵀy / yᵀy)·I of the newest."""
+        sy, yy = self._sy_yy[self._order[-1]]
+        order = np.fromiter(self._order, dtype=np.int64, count=len(self._order))
+        return two_loop_direction(gradient, self._s_rows, self._y_rows, self._rho, order, sy / yy)
 
     def _remember(self, s: np.ndarray, y: np.ndarray) -> None:
         """Store a curvature pair when it is positive (the objective is convex along s)."""
         sy = dot(s, y)
         yy = dot(y, y)
-        if sy > 1e-12 * yy and sy > 0:
-            self._pairs.append((s, y, 1.0 / sy, sy, yy))
-            while len(self._pairs) > self.memory:
-                self._pairs.popleft()
+        if not (sy > 1e-12 * yy and sy > 0) or self.memory < 1:
+            return
+        if self._s_rows.shape != (self.memory, s.size):
+            self._s_rows, self._y_rows = np.empty((self.memory, s.size)), np.empty((self.memory, s.size))
+            self._rho, self._sy_yy = np.empty(self.memory), np.empty((self.memory, 2))
+            self._order.clear()
+        if len(self._order) == self.memory:
+            row = self._order.popleft()
+        else:
+            row = min(set(range(self.memory)) - set(self._order))
+        self._s_rows[row], self._y_rows[row] = s, y
+        self._rho[row], self._sy_yy[row] = 1.0 / sy, (sy, yy)
+        self._order.append(row)
 
     def _step(self, x: np.ndarray, projected: np.ndarray, free: np.ndarray) -> tuple[np.ndarray, float]:
         """Search direction on the free variables and the first trial step length."""
-        if self._pairs:
+        if self._order:
             direction = self._direction(projected)
             direction[~free] = 0.0
             if dot(direction, projected) < 0:
                 return direction, 1.0
-            self._pairs.clear()  # the memory no longer gives a descent direction: start afresh
+            self._order.clear()  # the memory no longer gives a descent direction: start afresh
         return -projected, _FIRST_STEP_FRACTION * max(norm(x), 1e-12) / norm(projected)
 
     def iterate(self, fun: ValueAndGradient, x: np.ndarray) -> Iterator[InnerRun]:

@@ -31,6 +31,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 import numpy as np
+from numba import njit
 from scipy import sparse
 
 from radagent.dose.influence import StructureInfluence
@@ -124,6 +125,33 @@ def _inert_levels(influence: StructureInfluence, terms: Sequence[tuple[str, Obje
     return levels
 
 
+@njit(cache=True)
+def _bound_kernel(  # pragma: no cover - compiled
+    weights, reference_weights, reference_dose, row_norms, row_l1_norms, row_entries, levels, nonnegative
+):
+    """The bound of _UnionDose on each row's dose at ``weights``, the rows it cannot keep at or below
+    their inert level, and those rows' entry count."""
+    squares = largest = 0.0
+    for j in range(weights.size):
+        change = weights[j] - reference_weights[j]
+        if nonnegative:
+            change = max(change, 0.0)  # Aᵢ ≥ 0: a lower weight cannot raise a dose
+        squares += change * change
+        largest = max(largest, abs(change))
+    length = np.sqrt(squares)
+    bound = np.empty(reference_dose.size)
+    positions = np.empty(reference_dose.size, dtype=np.int64)
+    count = entries = 0
+    for i in range(bound.size):
+        bound[i] = reference_dose[i] + min(row_norms[i] * length, row_l1_norms[i] * largest)
+        # The rounding of a computed dose (a few ulps) cannot carry it past a bound this much smaller.
+        if bound[i] * _BOUND_MARGIN > levels[i]:
+            positions[count] = i
+            count += 1
+            entries += row_entries[i]
+    return bound, positions[:count], entries
+
+
 @dataclass
 class _UnionDose:
     """The union-row dose that the objectives see, computed only where they can feel it.
@@ -165,17 +193,18 @@ class _UnionDose:
         if self._reference is None or not self._skips:
             return None
         reference_weights, reference_dose = self._reference
-        change = weights - reference_weights
-        if self.influence.nonnegative:
-            change = np.maximum(change, 0.0)  # Aᵢ ≥ 0: a lower weight cannot raise a dose
-        largest = float(np.max(np.abs(change))) if change.size else 0.0
-        bound = reference_dose + np.minimum(
-            self.influence.row_norms * norm(change), self.influence.row_l1_norms * largest
+        influence = self.influence
+        bound, positions, entries = _bound_kernel(
+            weights,
+            reference_weights,
+            reference_dose,
+            influence.row_norms,
+            influence.row_l1_norms,
+            influence.row_entries,
+            self.inert_levels,
+            influence.nonnegative,
         )
-        # The rounding of a computed dose (a few ulps) cannot carry it past a bound this much smaller.
-        positions = np.flatnonzero(bound * _BOUND_MARGIN > self.inert_levels)
-        entries = self.influence.row_entries
-        if np.sum(entries[positions]) > _FULL_PRODUCT_SHARE * self.influence.entry_count:
+        if entries > _FULL_PRODUCT_SHARE * influence.entry_count:
             return None
         self.influence.fill_dose_gy(weights, positions, bound)
         return bound

@@ -247,8 +247,11 @@ def _value_and_gradient(
     positions = union_dose.influence.positions
     gradient_rows = np.zeros(dose.size)
     value = 0.0
+    doses: dict[str, np.ndarray] = {}  # each structure's doses gathered once, however many terms it has
     for name, objective in terms:
-        term_value, term_gradient = objective.value_and_gradient(dose[positions[name]])
+        if name not in doses:
+            doses[name] = dose[positions[name]]
+        term_value, term_gradient = objective.value_and_gradient(doses[name])
         value += term_value
         gradient_rows[positions[name]] += term_gradient
     return value, union_dose.influence.backproject(gradient_rows)

@@ -51,8 +51,10 @@ def _dot_kernel(a, b):  # pragma: no cover - compiled
 
 
 def dot(a: np.ndarray, b: np.ndarray) -> float:
-    """Σ aᵢ·bᵢ of two 1-D float64 arrays of one length."""
-    return float(_dot_kernel(np.ascontiguousarray(a, np.float64), np.ascontiguousarray(b, np.float64)))
+    """Σ aᵢ·bᵢ of two 1-D arrays of one length (any strides), in float64."""
+    if a.dtype != np.float64 or b.dtype != np.float64:
+        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(_dot_kernel(a, b))
 
 
 def norm(a: np.ndarray) -> float:

@@ -179,7 +179,7 @@ def test_omega_plus_is_the_hottest_fraction_above_the_threshold(volume_fraction,
     """Ω⁺ without the whole-structure partial sort equals its definition, ties included, and so do the
     overdoses on it that the TPP terms square."""
     from radagent.evaluate.dvh import hottest_minimum_gy
-    from radagent.optimize.objectives import _hottest_excess
+    from radagent.optimize.objectives import _hottest_overdose
 
     rng = np.random.default_rng(7)
     for dose in (rng.uniform(0.0, 1.0, 1001), np.round(rng.uniform(0.0, 1.0, 500), 1)):
@@ -188,9 +188,15 @@ def test_omega_plus_is_the_hottest_fraction_above_the_threshold(volume_fraction,
             if volume_fraction <= 0
             else (dose >= hottest_minimum_gy(dose, volume_fraction)) & (dose > threshold_gy)
         )
-        excess, count = _hottest_excess(dose, threshold_gy, volume_fraction)
-        assert count == np.count_nonzero(expected)
-        np.testing.assert_array_equal(excess, np.where(expected, dose - threshold_gy, 0.0))
+        excess = np.where(expected, dose - threshold_gy, 0.0)
+        for weight, per_member in ((0.3, False), (0.3, True)):
+            value, gradient, count = _hottest_overdose(
+                dose, threshold_gy, volume_fraction, weight, per_member
+            )
+            assert count == np.count_nonzero(expected)
+            scale = weight / max(count, 1) if per_member else weight
+            np.testing.assert_array_equal(gradient, 2.0 * scale * excess)
+            assert value == pytest.approx(scale * float(np.sum(excess**2)), rel=1e-12, abs=0.0)
 
 
 @pytest.mark.parametrize("volume_fraction", [0.0, 0.05, 0.4, 1.0])

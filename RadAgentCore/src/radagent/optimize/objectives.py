@@ -23,7 +23,7 @@ import numpy as np
 from numba import njit
 
 from radagent.evaluate.dvh import hottest_minimum_gy, hottest_voxel_count
-from radagent.optimize.vectors import dot
+from radagent.optimize.vectors import compiled_dot, dot
 
 __all__ = [
     "Geud",
@@ -257,10 +257,12 @@ class MaxDvh(_DvhLimit):
 
 
 @njit(cache=True)
-def _hottest_excess_kernel(dose_gy, threshold_gy, count):  # pragma: no cover - compiled
-    """dᵢ − threshold on Ω⁺ (the hottest ``count`` voxels, ties included, that are above the threshold),
-    0 elsewhere; and |Ω⁺|. One pass counts the voxels above; only when they are more than ``count`` is
-    the count-th hottest of them found (a partial sort of that subset, not of the structure)."""
+def _hottest_overdose_kernel(dose_gy, threshold_gy, count, weight, per_member):  # pragma: no cover
+    """Σ over Ω⁺ of scale·(dᵢ − threshold)², its gradient and |Ω⁺|; Ω⁺ the hottest ``count`` voxels (ties
+    included) that are above the threshold; scale = ``weight``, or ``weight``/|Ω⁺| when ``per_member``
+    (an empty Ω⁺ then gives 0). One pass counts the voxels above; only when they are more than
+    ``count`` is the count-th hottest of them found (a partial sort of that subset, not of the
+    structure). Each operation is rounded as its numpy form was."""
     above = 0
     for i in range(dose_gy.size):
         if dose_gy[i] > threshold_gy:
@@ -280,19 +282,27 @@ def _hottest_excess_kernel(dose_gy, threshold_gy, count):  # pragma: no cover - 
         if dose_gy[i] > threshold_gy and dose_gy[i] >= floor:
             excess[i] = dose_gy[i] - threshold_gy
             members += 1
-    return excess, members
+    if per_member and members == 0:
+        return 0.0, excess, 0
+    scale = weight / members if per_member else weight
+    value = scale * compiled_dot(excess, excess)
+    twice = 2.0 * scale
+    for i in range(excess.size):
+        excess[i] = twice * excess[i]
+    return value, excess, members
 
 
-def _hottest_excess(
-    dose_gy: np.ndarray, threshold_gy: float, volume_fraction: float
-) -> tuple[np.ndarray, int]:
-    """The overdose dᵢ − threshold on Ω⁺ (0 elsewhere) and |Ω⁺|; Ω⁺ the hottest ``volume_fraction``
-    (ties included) above ``threshold_gy``, empty when the fraction is 0."""
+def _hottest_overdose(
+    dose_gy: np.ndarray, threshold_gy: float, volume_fraction: float, weight: float, per_member: bool
+) -> tuple[float, np.ndarray, int]:
+    """Value, gradient and |Ω⁺| of a squared overdose on Ω⁺, the hottest ``volume_fraction`` (ties
+    included) above ``threshold_gy`` (empty when the fraction is 0), weighted by ``weight`` or, with
+    ``per_member``, by ``weight``/|Ω⁺|."""
     if volume_fraction <= 0:
-        return np.zeros(dose_gy.size), 0
+        return 0.0, np.zeros(dose_gy.size), 0
     count = hottest_voxel_count(volume_fraction, dose_gy.size)
     dose = np.ascontiguousarray(dose_gy, dtype=np.float64)
-    return _hottest_excess_kernel(dose, float(threshold_gy), count)
+    return _hottest_overdose_kernel(dose, float(threshold_gy), count, float(weight), per_member)
 
 
 def _omega_plus_floor_gy(threshold_gy: float, volume_fraction: float) -> float:
@@ -316,8 +326,10 @@ class HottestOverdose(Objective):
     scale: float
 
     def value_and_gradient(self, dose_gy: np.ndarray) -> tuple[float, np.ndarray]:
-        excess, _ = _hottest_excess(dose_gy, self.threshold_gy, self.volume_fraction)
-        return self.scale * dot(excess, excess), 2.0 * self.scale * excess
+        value, gradient, _ = _hottest_overdose(
+            dose_gy, self.threshold_gy, self.volume_fraction, self.scale, False
+        )
+        return value, gradient
 
     def curvature(self, dose_gy: np.ndarray) -> np.ndarray:
         return np.full(dose_gy.size, 2.0 * self.scale)
@@ -343,17 +355,16 @@ class TppDoseVolume(Objective):
     needs_outer_iterations: ClassVar[bool] = True
 
     def frozen(self, dose_gy: np.ndarray) -> HottestOverdose:
-        _, count = _hottest_excess(dose_gy, self.threshold_gy, self.volume_fraction)
+        _, _, count = _hottest_overdose(dose_gy, self.threshold_gy, self.volume_fraction, 0.0, False)
         if count == 0:  # nothing above the threshold yet: normalize by the whole hottest volume
             count = hottest_voxel_count(self.volume_fraction, dose_gy.size) if self.volume_fraction > 0 else 1
         return HottestOverdose(self.structure, self.threshold_gy, self.volume_fraction, self.weight / count)
 
     def value_and_gradient(self, dose_gy: np.ndarray) -> tuple[float, np.ndarray]:
-        excess, count = _hottest_excess(dose_gy, self.threshold_gy, self.volume_fraction)
-        if count == 0:
-            return 0.0, np.zeros(dose_gy.size)
-        scale = self.weight / count
-        return scale * dot(excess, excess), 2.0 * scale * excess
+        value, gradient, _ = _hottest_overdose(
+            dose_gy, self.threshold_gy, self.volume_fraction, self.weight, True
+        )
+        return value, gradient
 
     def curvature(self, dose_gy: np.ndarray) -> np.ndarray:
         if self.volume_fraction <= 0:

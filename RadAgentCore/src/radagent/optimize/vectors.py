@@ -22,15 +22,15 @@ import math
 import numpy as np
 from numba import njit
 
-__all__ = ["dot", "norm", "two_loop_direction"]
+__all__ = ["compiled_dot", "dot", "norm", "two_loop_direction"]
 
 _LANES = 2
 _BLOCK = 4 * _LANES
 
 
 @njit(cache=True)
-def _dot_kernel(a, b):  # pragma: no cover - compiled
-    """Σ aᵢ·bᵢ in the order of the module notes."""
+def compiled_dot(a, b):  # pragma: no cover - compiled
+    """Σ aᵢ·bᵢ in the order of the module notes (for other numba kernels; Python calls :func:`dot`)."""
     lane0 = 0.0
     lane1 = 0.0
     n = a.size
@@ -54,7 +54,7 @@ def dot(a: np.ndarray, b: np.ndarray) -> float:
     """Σ aᵢ·bᵢ of two 1-D arrays of one length (any strides), in float64."""
     if a.dtype != np.float64 or b.dtype != np.float64:
         a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(_dot_kernel(a, b))
+    return float(compiled_dot(a, b))
 
 
 def norm(a: np.ndarray) -> float:
@@ -70,7 +70,7 @@ def _two_loop_kernel(gradient, s_rows, y_rows, rho, order, scale):  # pragma: no
     alphas = np.empty(order.size)
     for m in range(order.size - 1, -1, -1):
         k = order[m]
-        alpha = rho[k] * _dot_kernel(s_rows[k], q)
+        alpha = rho[k] * compiled_dot(s_rows[k], q)
         for i in range(q.size):
             q[i] = q[i] - alpha * y_rows[k, i]
         alphas[m] = alpha
@@ -78,7 +78,7 @@ def _two_loop_kernel(gradient, s_rows, y_rows, rho, order, scale):  # pragma: no
         q[i] = q[i] * scale
     for m in range(order.size):
         k = order[m]
-        coefficient = alphas[m] - rho[k] * _dot_kernel(y_rows[k], q)
+        coefficient = alphas[m] - rho[k] * compiled_dot(y_rows[k], q)
         for i in range(q.size):
             q[i] = q[i] + coefficient * s_rows[k, i]
     for i in range(q.size):

@@ -63,7 +63,7 @@ class EnvConfig:
     cached_variants: int = 8  # prepared variants (structure rows, observation channels) kept in memory
     # numba threads of a step's optimization (None: numba's default, every core). Each of the optimizer's
     # ~500 products per step is one parallel region that waits for its slowest thread, so while other
-    # processes keep a core busy, 2 threads cost 3-4x more than 1 (benchmarks/bench_envs.py): give 1 to
+    # processes keep a core busy, 2 threads cost 2-3x more than 1 (benchmarks/bench_envs.py): give 1 to
     # environments that share the machine (parallel rollouts, training beside other jobs).
     threads: int | None = None
 

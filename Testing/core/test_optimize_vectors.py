@@ -2,10 +2,12 @@
 plans must not move by a bit, since the cold-start optimization amplifies rounding."""
 
 import platform
+from collections import deque
 
 import numpy as np
 import pytest
 
+from radagent.optimize.quasi_newton import ProjectedLbfgs
 from radagent.optimize.vectors import dot, norm, two_loop_direction
 
 try:
@@ -13,23 +15,26 @@ try:
 except ImportError:  # numpy < 2
     from numpy.core.multiarray import c_einsum
 
-SIZES = [*range(0, 40), 996, 1001, 4097]
+SIZES = [*range(0, 40), 996, 1001, 4097, 8191, 8192, 8193, 16383, 16384, 16385, 20001]
 
 
 def lane_order_dot(a: np.ndarray, b: np.ndarray) -> float:
     """The documented order, one Python float operation at a time."""
-    lanes = [0.0, 0.0]
-    i, n = 0, a.size
-    while n - i >= 8:
-        for k in (3, 2, 1, 0):
-            for lane in (0, 1):
-                lanes[lane] = lanes[lane] + float(a[i + 2 * k + lane]) * float(b[i + 2 * k + lane])
-        i += 8
-    while i < n:
-        lanes[0] = lanes[0] + float(a[i]) * float(b[i])
-        lanes[1] = lanes[1] + (float(a[i + 1]) * float(b[i + 1]) if i + 1 < n else 0.0)
-        i += 2
-    return 0.0 + (lanes[0] + lanes[1])
+    total = 0.0
+    for start in range(0, a.size, 8192):
+        lanes = [0.0, 0.0]
+        i, n = start, min(start + 8192, a.size)
+        while n - i >= 8:
+            for k in (3, 2, 1, 0):
+                for lane in (0, 1):
+                    lanes[lane] = lanes[lane] + float(a[i + 2 * k + lane]) * float(b[i + 2 * k + lane])
+            i += 8
+        while i < n:
+            lanes[0] = lanes[0] + float(a[i]) * float(b[i])
+            lanes[1] = lanes[1] + (float(a[i + 1]) * float(b[i + 1]) if i + 1 < n else 0.0)
+            i += 2
+        total = total + (lanes[0] + lanes[1])
+    return total
 
 
 def random_pair(rng, size):
@@ -51,9 +56,32 @@ def test_dot_sums_in_the_documented_order(size):
 def test_dot_equals_numpys_einsum_bit_for_bit():
     """What the plans recorded before the compiled optimizer loops were computed with."""
     rng = np.random.default_rng(0)
-    for size in [*SIZES, *rng.integers(40, 5000, 100)]:
+    for size in [*SIZES, *rng.integers(40, 5000, 60), *rng.integers(5000, 300_000, 40)]:
         a, b = random_pair(rng, int(size))
         assert dot(a, b) == float(c_einsum("i,i->", a, b)), size
+
+
+def test_dot_refuses_mismatched_lengths_and_makes_other_input_contiguous_float64():
+    with pytest.raises(ValueError, match="one length"):
+        dot(np.ones(10), np.ones(3))
+    a = np.arange(40.0)
+    assert dot(a[::2], a[::2]) == dot(np.ascontiguousarray(a[::2]), np.ascontiguousarray(a[::2]))
+    assert dot(a.astype(np.float32), a) == dot(a, a)
+
+
+def test_compiled_callers_agree_with_dot():
+    """Kernels in other files inline the compiled dot into their numba cache; a stale cache (after an
+    edit of the dot alone) would show here as a different value."""
+    from radagent.optimize.objectives import HottestOverdose, TppDoseVolume
+
+    rng = np.random.default_rng(9)
+    for size in (300, 8192 + 77):
+        dose = rng.uniform(0.0, 2.0, size)
+        excess = np.where(dose > 0.5, dose - 0.5, 0.0)
+        value, _ = HottestOverdose("S", 0.5, 1.0, 0.25).value_and_gradient(dose)
+        assert value == 0.25 * dot(excess, excess)
+        value, _ = TppDoseVolume("S", 0.5, 1.0, 3.0).value_and_gradient(dose)
+        assert value == 3.0 / np.count_nonzero(excess) * dot(excess, excess)
 
 
 def numpy_two_loop(gradient, pairs, scale):
@@ -84,3 +112,85 @@ def test_two_loop_direction_is_the_numpy_recursion_bit_for_bit():
         expected = numpy_two_loop(gradient, pairs[-used:], 0.7)
         found = two_loop_direction(gradient, s_rows, y_rows, rho, order[-used:], 0.7)
         np.testing.assert_array_equal(found, expected)
+
+
+class DequeLbfgs(ProjectedLbfgs):
+    """The pair bookkeeping before the two-loop was compiled: a deque of (s, y, ρ), numpy operations."""
+
+    def __init__(self, memory):
+        super().__init__(memory)
+        self.pairs = deque()
+        self.clears = 0
+
+    def _direction(self, gradient):
+        q = gradient.copy()
+        alphas = []
+        for s, y, rho in reversed(self.pairs):
+            alpha = rho * dot(s, q)
+            q -= alpha * y
+            alphas.append(alpha)
+        s, y, _ = self.pairs[-1]
+        q *= dot(s, y) / dot(y, y)
+        for (s, y, rho), alpha in zip(self.pairs, reversed(alphas), strict=True):
+            q += (alpha - rho * dot(y, q)) * s
+        return -q
+
+    def _remember(self, s, y):
+        sy = dot(s, y)
+        if sy > 1e-12 * dot(y, y) and sy > 0:
+            self.pairs.append((s, y, 1.0 / sy))
+            while len(self.pairs) > self.memory:
+                self.pairs.popleft()
+
+    def _step(self, x, projected, free):
+        if self.pairs:
+            direction = self._direction(projected)
+            direction[~free] = 0.0
+            if dot(direction, projected) < 0:
+                return direction, 1.0
+            self.pairs.clear()
+            self.clears += 1
+        return -projected, 0.1 * max(norm(x), 1e-12) / norm(projected)
+
+
+@pytest.mark.parametrize("memory", [1, 2, 5, 10])
+def test_pair_rows_keep_the_deque_order_bit_for_bit(memory):
+    """The ring of pair rows (oldest first, recycled, cleared when a direction fails) gives the very
+    iterates of the deque it replaced, on a non-convex bound-constrained problem."""
+    rng = np.random.default_rng(memory)
+    basis = rng.normal(size=(40, 25))
+    centre = rng.normal(size=25)
+
+    def fun(x):
+        gap = x - centre
+        waves = np.sin(3.0 * x)
+        return float(0.5 * gap @ (basis.T @ (basis @ gap)) + 4.0 * waves.sum()), basis.T @ (
+            basis @ gap
+        ) + 12.0 * np.cos(3.0 * x)
+
+    reference = DequeLbfgs(memory)
+    expected = list(reference.iterate(fun, np.full(25, 2.0)))[:200]
+    found = list(ProjectedLbfgs(memory).iterate(fun, np.full(25, 2.0)))[:200]
+    assert len(found) == len(expected) > 20
+    for mine, theirs in zip(found, expected, strict=True):
+        np.testing.assert_array_equal(mine.x, theirs.x)
+        assert mine.value == theirs.value and mine.evaluations == theirs.evaluations
+
+
+@pytest.mark.parametrize("memory", [1, 3])
+def test_pair_rows_after_recycling_and_a_fresh_start_give_the_deque_direction(memory):
+    """Pushing more pairs than the memory holds, starting afresh (as a failed direction does) and
+    pushing again leaves the rows in the deque's order: the same direction bit for bit."""
+    rng = np.random.default_rng(memory)
+    ring, reference = ProjectedLbfgs(memory), DequeLbfgs(memory)
+    gradient = rng.normal(size=50)
+    for pushes in (5, 2):
+        for _ in range(pushes):
+            s = rng.normal(size=50)
+            y = s * rng.uniform(0.5, 2.0, 50) + 0.01 * rng.normal(size=50)
+            ring._remember(s, y)
+            reference._remember(s, y)
+            assert len(ring._order) == len(reference.pairs)
+            np.testing.assert_array_equal(ring._direction(gradient), reference._direction(gradient))
+        ring._order.clear()
+        reference.pairs.clear()

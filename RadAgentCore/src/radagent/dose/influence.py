@@ -116,7 +116,9 @@ def _row_sums_kernel(indptr, indices, data, vector, rows, out):  # pragma: no co
 def _transpose_product_kernel(indptr, indices, data, row_values, squared, parts, columns):  # pragma: no cover
     """Σ_r row_values[r]·(row r, its entries ``squared`` or not) over the rows where row_values[r] ≠ 0:
     each of ``parts`` consecutive runs of those rows into its own partial sum, in row order, then the
-    partial sums added in part order (the result does not depend on the thread count)."""
+    partial sums added in part order (the result does not depend on the thread count). That is the
+    order numpy's sum over the parts took for two or more columns; for a single column (a one-beamlet
+    plan) numpy summed pairwise, so such a plan may differ in its last bits from before."""
     rows = np.flatnonzero(row_values)
     bounds = _balanced_parts(indptr, rows, parts)
     partial = np.empty((parts, columns))
@@ -443,7 +445,9 @@ class StructureInfluence:
 
     @cached_property
     def _row_norm_pair(self) -> np.ndarray:
-        return _row_norms_kernel(self._csr[0], self._csr[2])
+        norms = _row_norms_kernel(self._csr[0], self._csr[2])
+        norms.setflags(write=False)  # callers get views of it
+        return norms
 
     @property
     def row_norms(self) -> np.ndarray:

@@ -89,6 +89,8 @@ class ProjectedLbfgs:
 
     def _step(self, x: np.ndarray, projected: np.ndarray, free: np.ndarray) -> tuple[np.ndarray, float]:
         """Search direction on the free variables and the first trial step length."""
+        if self._order and self._s_rows.shape[1] != projected.size:
+            self._order.clear()  # pairs of a problem of another size say nothing about this one
         if self._order:
             direction = self._direction(projected)
             direction[~free] = 0.0

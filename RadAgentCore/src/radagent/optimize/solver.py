@@ -127,15 +127,13 @@ def _inert_levels(influence: StructureInfluence, terms: Sequence[tuple[str, Obje
 
 @njit(cache=True)
 def _bound_kernel(  # pragma: no cover - compiled
-    weights, reference_weights, reference_dose, row_norms, row_l1_norms, row_entries, levels, nonnegative
+    weights, reference_weights, reference_dose, row_norms, row_l1_norms, row_entries, levels
 ):
     """The bound of _UnionDose on each row's dose at ``weights``, the rows it cannot keep at or below
     their inert level, and those rows' entry count."""
     squares = largest = 0.0
     for j in range(weights.size):
-        change = weights[j] - reference_weights[j]
-        if nonnegative:
-            change = max(change, 0.0)  # Aᵢ ≥ 0: a lower weight cannot raise a dose
+        change = max(weights[j] - reference_weights[j], 0.0)  # A ≥ 0: a lower weight cannot raise a dose
         squares += change * change
         largest = max(largest, abs(change))
     length = np.sqrt(squares)
@@ -158,9 +156,10 @@ class _UnionDose:
 
     Rows whose objectives all ignore doses up to some level (:attr:`Objective.inert_below_gy`: normal
     tissue below its overdose limit, OAR voxels below their TPP threshold) are skipped while a bound keeps
-    them there: from the last full product d₀ = A·x₀, dᵢ(x) − d₀ᵢ ≤ min(‖Aᵢ‖₂·‖Δ‖₂, ‖Aᵢ‖₁·max|Δ|) with
-    Δ = x − x₀, or only its increases max(Δ, 0) since A ≥ 0. Skipped rows hold that bound in place of
-    their dose, which their objectives read as no penalty, so values and gradients stay exact. A full
+    them there: from the last full product d₀ = A·x₀, dᵢ(x) − d₀ᵢ ≤ min(‖Aᵢ‖₂·‖Δ‖₂, ‖Aᵢ‖₁·max Δ) with
+    Δ = max(x − x₀, 0), since A ≥ 0 (a matrix with negative entries is never skipped). Skipped rows hold
+    that bound in place of their dose, which their objectives read as no penalty, so values and
+    gradients stay exact. A full
     product renews x₀ when the rows left to compute would hold more than 80 % of the entries (a random-TPP
     step then computes a quarter fewer entries than with half, each bounded product costing its share).
     The latest result is remembered, so that the outer loop and the next inner run share one product at
@@ -175,7 +174,8 @@ class _UnionDose:
     _skips: bool = field(init=False)
 
     def __post_init__(self) -> None:
-        self._skips = bool(np.any(self.inert_levels > -np.inf))
+        # Only for A ≥ 0 (every dose-influence matrix): the bound and its rounding margin rest on it.
+        self._skips = bool(np.any(self.inert_levels > -np.inf)) and self.influence.nonnegative
 
     def __call__(self, weights: np.ndarray) -> np.ndarray:
         """Union-row dose for beamlet ``weights``: exact on every row an objective needs."""
@@ -202,7 +202,6 @@ class _UnionDose:
             influence.row_l1_norms,
             influence.row_entries,
             self.inert_levels,
-            influence.nonnegative,
         )
         if entries > _FULL_PRODUCT_SHARE * influence.entry_count:
             return None

@@ -135,7 +135,7 @@ def _bound_kernel(  # pragma: no cover - compiled
     for j in range(weights.size):
         change = max(weights[j] - reference_weights[j], 0.0)  # A ≥ 0: a lower weight cannot raise a dose
         squares += change * change
-        largest = max(largest, abs(change))
+        largest = max(largest, change)
     length = np.sqrt(squares)
     bound = np.empty(reference_dose.size)
     positions = np.empty(reference_dose.size, dtype=np.int64)
@@ -159,11 +159,10 @@ class _UnionDose:
     them there: from the last full product d₀ = A·x₀, dᵢ(x) − d₀ᵢ ≤ min(‖Aᵢ‖₂·‖Δ‖₂, ‖Aᵢ‖₁·max Δ) with
     Δ = max(x − x₀, 0), since A ≥ 0 (a matrix with negative entries is never skipped). Skipped rows hold
     that bound in place of their dose, which their objectives read as no penalty, so values and
-    gradients stay exact. A full
-    product renews x₀ when the rows left to compute would hold more than 80 % of the entries (a random-TPP
-    step then computes a quarter fewer entries than with half, each bounded product costing its share).
-    The latest result is remembered, so that the outer loop and the next inner run share one product at
-    the same weights.
+    gradients stay exact. A full product renews x₀ when the rows left to compute would hold more than
+    80 % of the entries (a random-TPP step then computes a quarter fewer entries than with half, each
+    bounded product costing its share). The latest result is remembered, so that the outer loop and the
+    next inner run share one product at the same weights.
     """
 
     influence: StructureInfluence

@@ -7,8 +7,8 @@ from collections import deque
 import numpy as np
 import pytest
 
-from radagent.optimize.quasi_newton import ProjectedLbfgs
-from radagent.optimize.vectors import dot, norm, two_loop_direction
+from radagent.optimize.quasi_newton import InnerRun, ProjectedLbfgs
+from radagent.optimize.vectors import dot, norm, two_loop_kernel
 
 try:
     from numpy._core.multiarray import c_einsum
@@ -110,17 +110,16 @@ def test_two_loop_direction_is_the_numpy_recursion_bit_for_bit():
     gradient = rng.normal(size=size)
     for used in (1, 3, memory):
         expected = numpy_two_loop(gradient, pairs[-used:], 0.7)
-        found = two_loop_direction(gradient, s_rows, y_rows, rho, order[-used:], 0.7)
+        found = two_loop_kernel(gradient, s_rows, y_rows, rho, order[-used:], 0.7)
         np.testing.assert_array_equal(found, expected)
 
 
-class DequeLbfgs(ProjectedLbfgs):
-    """The pair bookkeeping before the two-loop was compiled: a deque of (s, y, ρ), numpy operations."""
+class DequeLbfgs:
+    """The iteration before it was compiled, as it stood: a deque of (s, y, ρ) and numpy operations."""
 
     def __init__(self, memory):
-        super().__init__(memory)
+        self.memory = memory
         self.pairs = deque()
-        self.clears = 0
 
     def _direction(self, gradient):
         q = gradient.copy()
@@ -137,60 +136,103 @@ class DequeLbfgs(ProjectedLbfgs):
 
     def _remember(self, s, y):
         sy = dot(s, y)
-        if sy > 1e-12 * dot(y, y) and sy > 0:
+        if sy > 1e-12 * dot(y, y) and sy > 0 and self.memory >= 1:
             self.pairs.append((s, y, 1.0 / sy))
             while len(self.pairs) > self.memory:
                 self.pairs.popleft()
 
     def _step(self, x, projected, free):
+        if self.pairs and self.pairs[0][0].size != projected.size:
+            self.pairs.clear()
         if self.pairs:
             direction = self._direction(projected)
             direction[~free] = 0.0
             if dot(direction, projected) < 0:
                 return direction, 1.0
             self.pairs.clear()
-            self.clears += 1
         return -projected, 0.1 * max(norm(x), 1e-12) / norm(projected)
 
+    def iterate(self, fun, x):
+        x = np.maximum(np.asarray(x, dtype=np.float64), 0.0)
+        value, gradient = fun(x)
+        evaluations, steps = 1, 0
+        free = (x > 0) | (gradient < 0)
+        projected = np.where(free, gradient, 0.0)
+        yield InnerRun(x, value, norm(projected), steps, evaluations)
+        while np.any(projected):
+            direction, step = self._step(x, projected, free)
+            for _ in range(30):
+                trial = np.maximum(x + step * direction, 0.0)
+                trial_value, trial_gradient = fun(trial)
+                evaluations += 1
+                if trial_value <= value + 1e-4 * dot(gradient, trial - x):
+                    break
+                step *= 0.5
+            else:
+                return
+            steps += 1
+            self._remember(trial - x, trial_gradient - gradient)
+            decrease = value - trial_value
+            x, value, gradient = trial, trial_value, trial_gradient
+            free = (x > 0) | (gradient < 0)
+            projected = np.where(free, gradient, 0.0)
+            yield InnerRun(x, value, norm(projected), steps, evaluations)
+            if decrease <= 1e-10 * max(abs(value), 1.0):
+                return
 
-@pytest.mark.parametrize("memory", [1, 2, 5, 10])
-def test_pair_rows_keep_the_deque_order_bit_for_bit(memory):
-    """The ring of pair rows (oldest first, recycled, cleared when a direction fails) gives the very
-    iterates of the deque it replaced, on a non-convex bound-constrained problem."""
-    rng = np.random.default_rng(memory)
-    basis = rng.normal(size=(40, 25))
-    centre = rng.normal(size=25)
+    def minimize(self, fun, x, iterations):
+        for run in self.iterate(fun, x):
+            if run.iterations >= iterations:
+                break
+        return run
+
+
+def wavy_problem(seed, size=25):
+    """A non-convex bound-constrained problem on which the memory is recycled and dropped."""
+    rng = np.random.default_rng(seed)
+    basis = rng.normal(size=(40, size))
+    centre = rng.normal(size=size)
 
     def fun(x):
         gap = x - centre
-        waves = np.sin(3.0 * x)
-        return float(0.5 * gap @ (basis.T @ (basis @ gap)) + 4.0 * waves.sum()), basis.T @ (
-            basis @ gap
-        ) + 12.0 * np.cos(3.0 * x)
+        curved = basis.T @ (basis @ gap)
+        return float(0.5 * gap @ curved + 4.0 * np.sin(3.0 * x).sum()), curved + 12.0 * np.cos(3.0 * x)
 
-    reference = DequeLbfgs(memory)
-    expected = list(reference.iterate(fun, np.full(25, 2.0)))[:200]
-    found = list(ProjectedLbfgs(memory).iterate(fun, np.full(25, 2.0)))[:200]
-    assert len(found) == len(expected) > 20
+    return fun
+
+
+def assert_same_runs(found, expected):
+    assert len(found) == len(expected)
     for mine, theirs in zip(found, expected, strict=True):
         np.testing.assert_array_equal(mine.x, theirs.x)
         assert mine.value == theirs.value and mine.evaluations == theirs.evaluations
+        assert mine.iterations == theirs.iterations
+        assert mine.projected_gradient_norm == theirs.projected_gradient_norm
 
 
-@pytest.mark.parametrize("memory", [1, 3])
-def test_pair_rows_after_recycling_and_a_fresh_start_give_the_deque_direction(memory):
-    """Pushing more pairs than the memory holds, starting afresh (as a failed direction does) and
-    pushing again leaves the rows in the deque's order: the same direction bit for bit."""
-    rng = np.random.default_rng(memory)
-    ring, reference = ProjectedLbfgs(memory), DequeLbfgs(memory)
-    gradient = rng.normal(size=50)
-    for pushes in (5, 2):
-        for _ in range(pushes):
-            s = rng.normal(size=50)
-            y = s * rng.uniform(0.5, 2.0, 50) + 0.01 * rng.normal(size=50)
-            ring._remember(s, y)
-            reference._remember(s, y)
-            assert len(ring._order) == len(reference.pairs)
-            np.testing.assert_array_equal(ring._direction(gradient), reference._direction(gradient))
-        ring._order.clear()
-        reference.pairs.clear()
+@pytest.mark.parametrize("memory", [0, 1, 2, 5, 10])
+def test_compiled_iteration_is_the_numpy_iteration_bit_for_bit(memory):
+    """The compiled state machine (pair rows, lazy searches) gives the very iterates of the numpy and
+    deque iteration it replaced, on a non-convex bound-constrained problem."""
+    fun = wavy_problem(memory)
+    expected = list(DequeLbfgs(memory).iterate(fun, np.full(25, 2.0)))[:200]
+    found = list(ProjectedLbfgs(memory).iterate(fun, np.full(25, 2.0)))[:200]
+    assert len(found) > 20
+    assert_same_runs(found, expected)
+
+
+@pytest.mark.parametrize("memory", [1, 3, 10])
+def test_memory_carried_across_short_runs_as_before(memory):
+    """Runs of a few steps, each from where the last stopped, with the objective changing between them
+    and one of another size in between (as the outer TPP iterations use it): the same iterates, so
+    the memory is kept, recycled and dropped as before, and a stopped run searches no further."""
+    funs = [wavy_problem(seed) for seed in range(6)]
+    odd = wavy_problem(9, size=7)
+    mine, theirs = ProjectedLbfgs(memory), DequeLbfgs(memory)
+    x_mine = x_theirs = np.full(25, 2.0)
+    for k, fun in enumerate(funs * 3):
+        if k == 7:
+            assert_same_runs([mine.minimize(odd, np.ones(7), 3)], [theirs.minimize(odd, np.ones(7), 3)])
+        found, expected = mine.minimize(fun, x_mine, 3), theirs.minimize(fun, x_theirs, 3)
+        assert_same_runs([found], [expected])
+        x_mine, x_theirs = found.x, expected.x

@@ -40,17 +40,20 @@ if TYPE_CHECKING:
     from radagent.patient import Case
 
 __all__ = [
+    "TRANSPOSE_PARTS",
     "BeamInfo",
     "BeamRows",
     "DoseInfluence",
     "StructureInfluence",
     "influence_from_arrays",
+    "row_sums_kernel",
     "stack_beams",
     "structure_rows_on_dose_grid",
+    "transpose_product_kernel",
 ]
 
 _ROW_PARTS = 64  # parts of A·x, balanced by entries (load balance among threads)
-_TRANSPOSE_PARTS = 16  # parts of Aᵀ·g with private partial sums, fixed so results ignore the thread count
+TRANSPOSE_PARTS = 16  # parts of Aᵀ·g with private partial sums, fixed so results ignore the thread count
 
 
 @njit(cache=True)
@@ -74,7 +77,7 @@ def _row_sum(indptr, indices, data, vector, row):  # pragma: no cover - compiled
 
 
 @njit(cache=True, parallel=True)
-def _row_sums_kernel(indptr, indices, data, vector, rows, out):  # pragma: no cover - compiled
+def row_sums_kernel(indptr, indices, data, vector, rows, out):  # pragma: no cover - compiled
     """out[r] = Σ data[p]·vector[indices[p]] over row r, accumulated in float64, for r in ``rows``.
 
     Each row is summed in entry order, as one running total; four rows at a time, so that the four
@@ -113,7 +116,7 @@ def _row_sums_kernel(indptr, indices, data, vector, rows, out):  # pragma: no co
 
 
 @njit(cache=True, parallel=True)
-def _transpose_product_kernel(indptr, indices, data, row_values, squared, parts, columns):  # pragma: no cover
+def transpose_product_kernel(indptr, indices, data, row_values, squared, parts, columns):  # pragma: no cover
     """Σ_r row_values[r]·(row r, its entries ``squared`` or not) over the rows where row_values[r] ≠ 0:
     each of ``parts`` consecutive runs of those rows into its own partial sum, in row order, then the
     partial sums added in part order (the result does not depend on the thread count). That is the
@@ -429,6 +432,12 @@ class StructureInfluence:
         return cls(dose_grid, rows, positions, _selected_rows_csr(csc, rows), columns, ((csc, 0, columns),))
 
     @property
+    def csr(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The union rows as CSR arrays (indptr, beamlet indices, float32 data), for compiled callers of
+        :func:`row_sums_kernel` and :func:`transpose_product_kernel`."""
+        return self._csr
+
+    @property
     def names(self) -> tuple[str, ...]:
         """The structures whose rows are held."""
         return tuple(self.positions)
@@ -474,7 +483,7 @@ class StructureInfluence:
     def fill_dose_gy(self, weights: np.ndarray, positions: np.ndarray, out: np.ndarray) -> None:
         """Write the dose of the union rows at ``positions`` into ``out`` (float64, one entry per row)."""
         vector = np.ascontiguousarray(weights, dtype=np.float64)
-        _row_sums_kernel(*self._csr, vector, positions, out)
+        row_sums_kernel(*self._csr, vector, positions, out)
 
     def backproject(self, row_gradient: np.ndarray) -> np.ndarray:
         """Aᵀ·g: a gradient with respect to the union-row doses mapped to the beamlet weights.
@@ -491,7 +500,7 @@ class StructureInfluence:
     def _transpose_product(self, row_values: np.ndarray, squared: bool) -> np.ndarray:
         """Σᵢ vᵢ·Aᵢ (or Aᵢ², entrywise), with the parts' partial sums added in a fixed order."""
         values = np.ascontiguousarray(row_values, dtype=np.float64)
-        return _transpose_product_kernel(*self._csr, values, squared, _TRANSPOSE_PARTS, self.beamlet_count)
+        return transpose_product_kernel(*self._csr, values, squared, TRANSPOSE_PARTS, self.beamlet_count)
 
     def full_dose_gy(self, weights: np.ndarray) -> np.ndarray:
         """Dose on every dose-grid voxel (flat ``[k, j, i]``) with the full matrix, accumulated in float64."""

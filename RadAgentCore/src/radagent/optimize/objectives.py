@@ -26,6 +26,10 @@ from radagent.evaluate.dvh import hottest_minimum_gy, hottest_voxel_count
 from radagent.optimize.vectors import compiled_dot, dot
 
 __all__ = [
+    "HOTTEST_OVERDOSE",
+    "NO_PENALTY",
+    "SQUARED_VIOLATION",
+    "CompiledTerm",
     "Geud",
     "HottestOverdose",
     "MaxDose",
@@ -37,9 +41,23 @@ __all__ = [
     "SquaredOverdose",
     "SquaredUnderdose",
     "TppDoseVolume",
+    "compiled_term_value_and_gradient",
 ]
 
 _GEUD_FLOOR_GY = 1e-3  # doses are clamped to this in gEUD so that negative exponents stay finite
+
+
+HOTTEST_OVERDOSE, SQUARED_VIOLATION, NO_PENALTY = range(3)  # kinds of CompiledTerm
+
+
+@dataclass(frozen=True)
+class CompiledTerm:
+    """An objective as compiled code evaluates it (:func:`compiled_term_value_and_gradient`): its kind
+    and up to three numbers, and a voxel count where the kind needs one."""
+
+    kind: int
+    parameters: tuple[float, ...] = ()
+    count: int = 0
 
 
 class Objective(ABC):
@@ -67,6 +85,27 @@ class Objective(ABC):
         get, so the solver need not know it exactly; None when every voxel's dose counts."""
         return None
 
+    def compiled_term(self, voxel_count: int) -> CompiledTerm | None:
+        """This objective on a structure of ``voxel_count`` voxels as compiled code evaluates it, the
+        very same operations; None when it has no compiled form (the solver then calls it from Python)."""
+        return None
+
+
+@njit(cache=True)
+def _squared_violation_kernel(dose_gy, reference_gy, side, weight):  # pragma: no cover - compiled
+    """weight · mean of max(0, side · (d − reference))² and its gradient, each operation rounded as its
+    numpy form (np.maximum, einsum's dot, the scalar factor first) was."""
+    violation = np.empty(dose_gy.size)
+    for i in range(dose_gy.size):
+        value = side * (dose_gy[i] - reference_gy)
+        violation[i] = value if value >= 0.0 or np.isnan(value) else 0.0
+    scale = weight / dose_gy.size
+    total = scale * compiled_dot(violation, violation)
+    factor = 2.0 * side * scale
+    for i in range(violation.size):
+        violation[i] = factor * violation[i]
+    return total, violation
+
 
 @dataclass(frozen=True)
 class _MeanSquaredViolation(Objective):
@@ -79,12 +118,14 @@ class _MeanSquaredViolation(Objective):
     _side: ClassVar[float]
 
     def value_and_gradient(self, dose_gy: np.ndarray) -> tuple[float, np.ndarray]:
-        violation = np.maximum(self._side * (dose_gy - self.reference_gy), 0.0)
-        scale = self.weight / dose_gy.size
-        return scale * dot(violation, violation), 2.0 * self._side * scale * violation
+        dose = np.ascontiguousarray(dose_gy, dtype=np.float64)
+        return _squared_violation_kernel(dose, float(self.reference_gy), self._side, float(self.weight))
 
     def curvature(self, dose_gy: np.ndarray) -> np.ndarray:
         return _mean_square_curvature(self.weight, dose_gy.size)
+
+    def compiled_term(self, voxel_count: int) -> CompiledTerm:
+        return CompiledTerm(SQUARED_VIOLATION, (self.reference_gy, self._side, self.weight))
 
 
 @dataclass(frozen=True)
@@ -305,6 +346,29 @@ def _hottest_overdose(
     return _hottest_overdose_kernel(dose, float(threshold_gy), count, float(weight), per_member)
 
 
+def _hottest_overdose_term(
+    threshold_gy: float, volume_fraction: float, weight: float, per_member: bool, voxel_count: int
+) -> CompiledTerm:
+    """The compiled form of :func:`_hottest_overdose` on ``voxel_count`` voxels."""
+    if volume_fraction <= 0:
+        return CompiledTerm(NO_PENALTY)
+    count = hottest_voxel_count(volume_fraction, voxel_count)
+    return CompiledTerm(HOTTEST_OVERDOSE, (threshold_gy, weight, 1.0 if per_member else 0.0), count)
+
+
+@njit(cache=True)
+def compiled_term_value_and_gradient(kind, parameters, count, dose_gy):  # pragma: no cover - compiled
+    """Value and gradient of a :class:`CompiledTerm` (kind, parameters, count) at its structure's doses."""
+    if kind == HOTTEST_OVERDOSE:
+        value, gradient, _ = _hottest_overdose_kernel(
+            dose_gy, parameters[0], count, parameters[1], parameters[2] != 0.0
+        )
+        return value, gradient
+    if kind == SQUARED_VIOLATION:
+        return _squared_violation_kernel(dose_gy, parameters[0], parameters[1], parameters[2])
+    return 0.0, np.zeros(dose_gy.size)
+
+
 def _omega_plus_floor_gy(threshold_gy: float, volume_fraction: float) -> float:
     """The dose at or below which a voxel is outside Ω⁺ whatever the others get: the threshold (Ω⁺
     holds only voxels above it, and which of those are hottest is decided among them alone), or +∞
@@ -337,6 +401,9 @@ class HottestOverdose(Objective):
     @property
     def inert_below_gy(self) -> float:
         return _omega_plus_floor_gy(self.threshold_gy, self.volume_fraction)
+
+    def compiled_term(self, voxel_count: int) -> CompiledTerm:
+        return _hottest_overdose_term(self.threshold_gy, self.volume_fraction, self.scale, False, voxel_count)
 
 
 @dataclass(frozen=True)
@@ -375,3 +442,6 @@ class TppDoseVolume(Objective):
     @property
     def inert_below_gy(self) -> float:
         return _omega_plus_floor_gy(self.threshold_gy, self.volume_fraction)
+
+    def compiled_term(self, voxel_count: int) -> CompiledTerm:
+        return _hottest_overdose_term(self.threshold_gy, self.volume_fraction, self.weight, True, voxel_count)

@@ -1,27 +1,44 @@
 """A projected L-BFGS method for min f(x) subject to x ≥ 0, the optimizer's quasi-Newton iterations.
 
 Why not scipy's L-BFGS-B: its per-call set-up and its BLAS calls cost milliseconds per iteration on a
-busy machine, more than the matrix products themselves at agent resolution; this method uses a few
-vector operations per iteration (the two-loop recursion one compiled call, :mod:`vectors`) and keeps
-its curvature memory across the outer iterations, whose surrogate objectives differ only in their
-frozen voxel sets.
+busy machine, more than the matrix products themselves at agent resolution; this method keeps its
+curvature memory across the outer iterations, whose surrogate objectives differ only in their frozen
+voxel sets.
 
 Each iteration: variables at the bound whose gradient points outward are held (the active set); the
 L-BFGS two-loop recursion turns the projected gradient into a direction on the others; the step is
 projected onto x ≥ 0 and backtracked until the Armijo condition on the projected step holds.
+
+The method is written once, as a compiled state machine: :func:`advance` is told f and ∇f at the point
+it asked for and says whether that point is the next iterate; :func:`search` picks the next direction
+and trial point. :meth:`ProjectedLbfgs.iterate` drives it with any Python objective; a compiled
+objective drives it without leaving compiled code (the solver's TPP inner runs, about 250 evaluations
+per environment step, whose Python glue had cost about as much as the matrix products). Every
+operation is rounded as the numpy form it replaced.
 """
 
 from __future__ import annotations
 
-from collections import deque
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
+from numba import njit
 
-from radagent.optimize.vectors import dot, norm, two_loop_direction
+from radagent.optimize.vectors import compiled_dot, two_loop_kernel
 
-__all__ = ["InnerRun", "ProjectedLbfgs"]
+__all__ = [
+    "EMITTED",
+    "FINISHED",
+    "InnerRun",
+    "LbfgsState",
+    "ProjectedLbfgs",
+    "advance",
+    "search",
+    "steps_taken",
+    "trial_point",
+]
 
 ValueAndGradient = Callable[[np.ndarray], tuple[float, np.ndarray]]
 
@@ -29,6 +46,18 @@ _ARMIJO = 1e-4
 _BACKTRACKS = 30
 _FIRST_STEP_FRACTION = 0.1  # without curvature memory, the first step changes x by 10 % of its norm
 _RELATIVE_DECREASE_TOLERANCE = 1e-10
+
+# Rows of LbfgsState.vectors: the iterate, its gradient, the projected gradient, the direction, the
+# trial point (the point the machine asks for), and the free-variable mask (1.0 free, 0.0 held).
+_X, _GRADIENT, _PROJECTED, _DIRECTION, _TRIAL, _FREE = range(6)
+# LbfgsState.scalars: f at the iterate, the trial step length.
+_VALUE, _STEP = range(2)
+# LbfgsState.counters: the phase, steps taken, evaluations, failed trials of this step, pairs held,
+# and the evaluations when the iterate was reached (what a run reports).
+_PHASE, _STEPS, _EVALUATIONS, _BACKTRACKED, _PAIRS, _REACHED_AFTER = range(6)
+_AT_START, _AT_TRIAL = 0, 1  # phases: the trial point is the start, or a step's trial
+EMITTED = 1  # advance's result bits: a new iterate (the start or a step) to report
+FINISHED = 2  # … and nothing more to do (a stationary point to rounding)
 
 
 @dataclass(frozen=True)
@@ -42,92 +71,235 @@ class InnerRun:
     evaluations: int
 
 
-def _projected(x: np.ndarray, gradient: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The free variables (off the bound, or pushed off it by the gradient) and the gradient on them."""
-    free = (x > 0) | (gradient < 0)
-    return free, np.where(free, gradient, 0.0)
+@dataclass
+class LbfgsState:
+    """Everything :func:`advance` reads and writes, as arrays: one run's vectors and counters, and the
+    curvature pairs (sₖ, yₖ; ρₖ, sₖᵀyₖ, yₖᵀyₖ) in rows listed oldest first by ``order[:pairs]``."""
+
+    vectors: np.ndarray  # (6, n), rows _X … _FREE
+    scalars: np.ndarray  # (2,)
+    counters: np.ndarray  # (6,) int64
+    s_rows: np.ndarray  # (memory, n)
+    y_rows: np.ndarray
+    pair_scalars: np.ndarray  # (memory, 3): ρ = 1/sᵀy, sᵀy, yᵀy
+    order: np.ndarray  # (memory,) int64
+
+    @property
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        """The arrays in the argument order of :func:`advance` and :func:`search`."""
+        return (
+            self.vectors,
+            self.scalars,
+            self.counters,
+            self.s_rows,
+            self.y_rows,
+            self.pair_scalars,
+            self.order,
+        )
+
+    @property
+    def trial(self) -> np.ndarray:
+        """The point whose f and ∇f the machine needs next."""
+        return self.vectors[_TRIAL]
+
+    def run(self) -> InnerRun:
+        """The current iterate as an :class:`InnerRun` (its own copy of x)."""
+        vectors, counters = self.vectors, self.counters
+        return InnerRun(
+            vectors[_X].copy(),
+            float(self.scalars[_VALUE]),
+            math.sqrt(compiled_dot(vectors[_PROJECTED], vectors[_PROJECTED])),
+            int(counters[_STEPS]),
+            int(counters[_REACHED_AFTER]),
+        )
+
+
+@njit(cache=True)
+def _project(vectors):  # pragma: no cover - compiled
+    """The free variables (off the bound, or pushed off it by the gradient) and the gradient on them;
+    whether any is non-zero."""
+    x, gradient, projected, free = vectors[_X], vectors[_GRADIENT], vectors[_PROJECTED], vectors[_FREE]
+    moving = False
+    for i in range(x.size):
+        is_free = x[i] > 0 or gradient[i] < 0
+        free[i] = 1.0 if is_free else 0.0
+        projected[i] = gradient[i] if is_free else 0.0
+        moving = moving or projected[i] != 0
+    return moving
+
+
+@njit(cache=True)
+def _maximum_zero(value):  # pragma: no cover - compiled
+    """np.maximum(value, 0.0) for one float, NaN and signed zero included."""
+    return value if value >= 0.0 or np.isnan(value) else 0.0
+
+
+@njit(cache=True)
+def _set_trial(vectors, step):  # pragma: no cover - compiled
+    """trial = max(x + step·direction, 0)."""
+    x, direction, trial = vectors[_X], vectors[_DIRECTION], vectors[_TRIAL]
+    for i in range(x.size):
+        trial[i] = _maximum_zero(x[i] + step * direction[i])
+
+
+@njit(cache=True)
+def search(vectors, scalars, counters, s_rows, y_rows, pair_scalars, order):  # pragma: no cover
+    """After an emitted iterate, a new search: the L-BFGS direction on the free variables (steepest
+    descent with a first step of 10 % of ‖x‖ when the memory is empty or gives no descent), and its
+    first trial point. Called only when another step is wanted, since it may drop the memory."""
+    projected, free, direction = vectors[_PROJECTED], vectors[_FREE], vectors[_DIRECTION]
+    counters[_BACKTRACKED] = 0
+    pairs = counters[_PAIRS]
+    if pairs > 0:
+        newest = order[pairs - 1]
+        scale = pair_scalars[newest, 1] / pair_scalars[newest, 2]
+        found = two_loop_kernel(projected, s_rows, y_rows, pair_scalars[:, 0], order[:pairs], scale)
+        for i in range(found.size):
+            direction[i] = found[i] if free[i] != 0.0 else 0.0
+        if compiled_dot(direction, projected) < 0:
+            scalars[_STEP] = 1.0
+            _set_trial(vectors, 1.0)
+            return
+        counters[_PAIRS] = 0  # the memory no longer gives a descent direction: start afresh
+    for i in range(projected.size):
+        direction[i] = -projected[i]
+    x_norm = math.sqrt(compiled_dot(vectors[_X], vectors[_X]))
+    step = _FIRST_STEP_FRACTION * max(x_norm, 1e-12) / math.sqrt(compiled_dot(projected, projected))
+    scalars[_STEP] = step
+    _set_trial(vectors, step)
+
+
+@njit(cache=True)
+def _remember(s, y, counters, s_rows, y_rows, pair_scalars, order):  # pragma: no cover - compiled
+    """Store a curvature pair when it is positive (the objective is convex along s), recycling the
+    oldest row when the memory is full."""
+    sy = compiled_dot(s, y)
+    yy = compiled_dot(y, y)
+    memory = order.size
+    if not (sy > 1e-12 * yy and sy > 0) or memory < 1:
+        return
+    pairs = counters[_PAIRS]
+    if pairs == memory:
+        row = order[0]
+        for k in range(memory - 1):
+            order[k] = order[k + 1]
+        pairs -= 1
+    else:
+        row = pairs  # rows are freed only all at once, so 0 … pairs − 1 are the ones in use
+    s_rows[row] = s
+    y_rows[row] = y
+    pair_scalars[row, 0], pair_scalars[row, 1], pair_scalars[row, 2] = 1.0 / sy, sy, yy
+    order[pairs] = row
+    counters[_PAIRS] = pairs + 1
+
+
+@njit(cache=True)
+def advance(  # pragma: no cover - compiled
+    vectors, scalars, counters, s_rows, y_rows, pair_scalars, order, value, gradient
+):
+    """Take f and ∇f at the trial point: returns EMITTED when that point is the new iterate (the start,
+    or a step that met the Armijo condition; call :func:`search` for the next trial if more steps are
+    wanted), with FINISHED when the method has stopped; otherwise (0) the trial point has been
+    replaced by the next one along the same direction."""
+    x, current = vectors[_X], vectors[_GRADIENT]
+    counters[_EVALUATIONS] += 1
+    if counters[_PHASE] == _AT_START:
+        scalars[_VALUE] = value
+        current[:] = gradient
+        counters[_PHASE] = _AT_TRIAL
+        counters[_REACHED_AFTER] = counters[_EVALUATIONS]
+        return EMITTED if _project(vectors) else EMITTED | FINISHED
+    trial = vectors[_TRIAL]
+    s = np.empty(x.size)
+    for i in range(x.size):
+        s[i] = trial[i] - x[i]
+    if value <= scalars[_VALUE] + _ARMIJO * compiled_dot(current, s):
+        counters[_STEPS] += 1
+        y = np.empty(x.size)
+        for i in range(x.size):
+            y[i] = gradient[i] - current[i]
+        _remember(s, y, counters, s_rows, y_rows, pair_scalars, order)
+        decrease = scalars[_VALUE] - value
+        x[:] = trial
+        scalars[_VALUE] = value
+        current[:] = gradient
+        counters[_REACHED_AFTER] = counters[_EVALUATIONS]
+        moving = _project(vectors)
+        if not moving or decrease <= _RELATIVE_DECREASE_TOLERANCE * max(abs(value), 1.0):
+            return EMITTED | FINISHED
+        return EMITTED
+    counters[_BACKTRACKED] += 1
+    if counters[_BACKTRACKED] == _BACKTRACKS:
+        return FINISHED  # no decrease along a descent direction: x is optimal to rounding
+    scalars[_STEP] *= 0.5
+    _set_trial(vectors, scalars[_STEP])
+    return 0
+
+
+@njit(cache=True)
+def trial_point(vectors):  # pragma: no cover - compiled
+    """The point whose f and ∇f the machine needs next (a view: copy it before changing the state)."""
+    return vectors[_TRIAL]
+
+
+@njit(cache=True)
+def steps_taken(counters):  # pragma: no cover - compiled
+    """Steps taken in this run."""
+    return counters[_STEPS]
 
 
 @dataclass
 class ProjectedLbfgs:
-    """Projected L-BFGS for x ≥ 0 with a curvature memory of ``memory`` pairs, kept between calls.
-
-    The pairs live in the rows of two arrays; ``_order`` lists the rows in use, oldest first, so that
-    the two-loop recursion runs as one compiled call.
-    """
+    """Projected L-BFGS for x ≥ 0 with a curvature memory of ``memory`` pairs, kept between calls (and
+    dropped when a problem of another size comes)."""
 
     memory: int = 10
-    _s_rows: np.ndarray = field(default_factory=lambda: np.empty((0, 0)), repr=False)
-    _y_rows: np.ndarray = field(default_factory=lambda: np.empty((0, 0)), repr=False)
-    _rho: np.ndarray = field(default_factory=lambda: np.empty(0), repr=False)  # 1/sᵀy
-    _sy_yy: np.ndarray = field(default_factory=lambda: np.empty((0, 2)), repr=False)  # sᵀy, yᵀy
-    _order: deque[int] = field(default_factory=deque, repr=False)
+    _pairs: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+    _held: int = field(default=0, repr=False)  # pairs in use, oldest first in the order row
 
-    def _direction(self, gradient: np.ndarray) -> np.ndarray:
-        """−H·gradient by the two-loop recursion over the stored pairs, H₀ = (sᵀy / yᵀy)·I of the newest."""
-        sy, yy = self._sy_yy[self._order[-1]]
-        order = np.fromiter(self._order, dtype=np.int64, count=len(self._order))
-        return two_loop_direction(gradient, self._s_rows, self._y_rows, self._rho, order, sy / yy)
+    def start(self, x: np.ndarray) -> LbfgsState:
+        """A run from ``x`` (clipped to x ≥ 0) with this method's curvature memory; its first trial is x."""
+        x = np.asarray(x, dtype=np.float64)
+        size = x.size
+        if self._pairs is None or self._pairs[0].shape != (self.memory, size):
+            memory = max(self.memory, 0)
+            self._pairs = (
+                np.empty((memory, size)),
+                np.empty((memory, size)),
+                np.empty((memory, 3)),
+                np.zeros(memory, dtype=np.int64),
+            )
+            self._held = 0
+        vectors = np.zeros((6, size))
+        vectors[_X] = np.maximum(x, 0.0)
+        vectors[_TRIAL] = vectors[_X]
+        counters = np.zeros(6, dtype=np.int64)
+        counters[_PAIRS] = self._held
+        return LbfgsState(vectors, np.zeros(2), counters, *self._pairs)
 
-    def _remember(self, s: np.ndarray, y: np.ndarray) -> None:
-        """Store a curvature pair when it is positive (the objective is convex along s)."""
-        sy = dot(s, y)
-        yy = dot(y, y)
-        if not (sy > 1e-12 * yy and sy > 0) or self.memory < 1:
-            return
-        if self._s_rows.shape != (self.memory, s.size):
-            self._s_rows, self._y_rows = np.empty((self.memory, s.size)), np.empty((self.memory, s.size))
-            self._rho, self._sy_yy = np.empty(self.memory), np.empty((self.memory, 2))
-            self._order.clear()
-        if len(self._order) == self.memory:
-            row = self._order.popleft()
-        else:
-            row = min(set(range(self.memory)) - set(self._order))
-        self._s_rows[row], self._y_rows[row] = s, y
-        self._rho[row], self._sy_yy[row] = 1.0 / sy, (sy, yy)
-        self._order.append(row)
-
-    def _step(self, x: np.ndarray, projected: np.ndarray, free: np.ndarray) -> tuple[np.ndarray, float]:
-        """Search direction on the free variables and the first trial step length."""
-        if self._order and self._s_rows.shape[1] != projected.size:
-            self._order.clear()  # pairs of a problem of another size say nothing about this one
-        if self._order:
-            direction = self._direction(projected)
-            direction[~free] = 0.0
-            if dot(direction, projected) < 0:
-                return direction, 1.0
-            self._order.clear()  # the memory no longer gives a descent direction: start afresh
-        return -projected, _FIRST_STEP_FRACTION * max(norm(x), 1e-12) / norm(projected)
+    def keep(self, state: LbfgsState) -> None:
+        """Keep the curvature memory a run ended with, for the next run."""
+        self._held = int(state.counters[_PAIRS])
 
     def iterate(self, fun: ValueAndGradient, x: np.ndarray) -> Iterator[InnerRun]:
         """Projected quasi-Newton steps on ``fun`` from ``x`` (x ≥ 0): the start, then each step's result.
 
         The sequence ends by itself only where no step can lower f — a stationary point to rounding.
         """
-        x = np.maximum(np.asarray(x, dtype=np.float64), 0.0)
-        value, gradient = fun(x)
-        evaluations, steps = 1, 0
-        free, projected = _projected(x, gradient)
-        yield InnerRun(x, value, norm(projected), steps, evaluations)
-        while np.any(projected):
-            direction, step = self._step(x, projected, free)
-            for _ in range(_BACKTRACKS):
-                trial = np.maximum(x + step * direction, 0.0)
-                trial_value, trial_gradient = fun(trial)
-                evaluations += 1
-                if trial_value <= value + _ARMIJO * dot(gradient, trial - x):
-                    break
-                step *= 0.5
-            else:
-                return  # no decrease along a descent direction: x is optimal to rounding
-            steps += 1
-            self._remember(trial - x, trial_gradient - gradient)
-            decrease = value - trial_value
-            x, value, gradient = trial, trial_value, trial_gradient
-            free, projected = _projected(x, gradient)
-            yield InnerRun(x, value, norm(projected), steps, evaluations)
-            if decrease <= _RELATIVE_DECREASE_TOLERANCE * max(abs(value), 1.0):
+        state = self.start(x)
+        arrays = state.arrays
+        while True:
+            value, gradient = fun(state.trial.copy())
+            gradient = np.ascontiguousarray(gradient, dtype=np.float64)
+            result = advance(*arrays, float(value), gradient)
+            self.keep(state)
+            if result & EMITTED:
+                yield state.run()
+            if result & FINISHED:
                 return
+            if result & EMITTED:  # the caller wants another step (searching may drop the memory)
+                search(*arrays)
+                self.keep(state)
 
     def minimize(self, fun: ValueAndGradient, x: np.ndarray, iterations: int) -> InnerRun:
         """At most ``iterations`` projected quasi-Newton steps on ``fun`` from ``x`` (x ≥ 0)."""

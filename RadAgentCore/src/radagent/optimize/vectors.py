@@ -13,13 +13,16 @@ behind a buffered iterator) gives the order :func:`dot` keeps, entry for entry:
 
 So plans are bit for bit what they were (the optimizer's cold start stops far from convergence, where
 rounding can move a random-TPP plan by percent), now on every platform and numpy build, and
-compiled, so that the L-BFGS two-loop recursion (:func:`two_loop_direction`) can run in one call
+compiled, so that the L-BFGS two-loop recursion (:func:`two_loop_kernel`) can run in one call
 instead of some sixty numpy calls per iteration.
 
-numba caches a kernel together with the :func:`compiled_dot` it calls, and re-compiles it only when
-the kernel's own file changes: after editing :func:`compiled_dot`, delete the ``__pycache__`` of the
-modules whose kernels call it (``optimize/objectives.py``). A test compares those kernels' values with
-:func:`dot` and fails on a stale cache.
+numba caches a kernel together with the compiled functions it calls from other files, and
+re-compiles it only when the kernel's own file changes. After editing a kernel, delete the
+``__pycache__`` of the modules that call it: this module's are called from ``optimize/objectives.py``,
+``optimize/quasi_newton.py`` and ``optimize/solver.py``; those of ``objectives.py``, ``quasi_newton.py``
+and ``dose/influence.py`` from ``solver.py``. Tests compare each compiled caller with the Python form
+of what it calls (:func:`dot`, the objectives, the inner runs driven from Python) and fail on a stale
+cache whose code computes differently.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import math
 import numpy as np
 from numba import njit
 
-__all__ = ["compiled_dot", "dot", "norm", "two_loop_direction"]
+__all__ = ["compiled_dot", "dot", "norm", "two_loop_kernel"]
 
 _LANES = 2
 _BLOCK = 4 * _LANES
@@ -79,7 +82,7 @@ def norm(a: np.ndarray) -> float:
 
 
 @njit(cache=True)
-def _two_loop_kernel(gradient, s_rows, y_rows, rho, order, scale):  # pragma: no cover - compiled
+def two_loop_kernel(gradient, s_rows, y_rows, rho, order, scale):  # pragma: no cover - compiled
     """−H·gradient by the L-BFGS two-loop recursion over the pairs ``s_rows[order]``, ``y_rows[order]``
     (oldest first), H₀ = ``scale``·I; each operation rounded as its numpy form would be."""
     q = gradient.copy()
@@ -100,16 +103,3 @@ def _two_loop_kernel(gradient, s_rows, y_rows, rho, order, scale):  # pragma: no
     for i in range(q.size):
         q[i] = -q[i]
     return q
-
-
-def two_loop_direction(
-    gradient: np.ndarray,
-    s_rows: np.ndarray,
-    y_rows: np.ndarray,
-    rho: np.ndarray,
-    order: np.ndarray,
-    scale: float,
-) -> np.ndarray:
-    """−H·gradient for the L-BFGS pairs (sₖ, yₖ, ρₖ = 1/sₖᵀyₖ) at rows ``order`` (oldest first) and the
-    initial inverse Hessian ``scale``·I."""
-    return _two_loop_kernel(gradient, s_rows, y_rows, rho, order, float(scale))

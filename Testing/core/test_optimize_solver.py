@@ -422,9 +422,9 @@ def test_compiled_terms_are_the_objectives_bit_for_bit():
     assert MaxDvh("S", 60.0, 0.5).compiled_term(dose.size) is None  # no compiled form: Python calls it
 
 
-def test_compiled_inner_runs_are_the_python_inner_runs(problem, monkeypatch):
-    """TPP optimizations with the inner runs in compiled code and with Python calls of each objective
-    give the very same weights, objective history and counts."""
+def test_compiled_outer_iterations_are_the_python_ones(problem, monkeypatch):
+    """TPP optimizations with the outer iterations in compiled code (freezing, inner runs, values) and
+    with Python calls of each objective give the very same weights, objective history and counts."""
     import radagent.optimize.solver as solver
 
     case, dose_grid, matrix = problem

@@ -42,6 +42,8 @@ __all__ = [
     "SquaredUnderdose",
     "TppDoseVolume",
     "compiled_term_value_and_gradient",
+    "frozen_parameters",
+    "frozen_scale",
 ]
 
 _GEUD_FLOOR_GY = 1e-3  # doses are clamped to this in gEUD so that negative exponents stay finite
@@ -357,6 +359,24 @@ def _hottest_overdose_term(
 
 
 @njit(cache=True)
+def frozen_scale(dose_gy, threshold_gy, count, weight):  # pragma: no cover - compiled
+    """weight/|Ω⁺| at ``dose_gy`` (Ω⁺ of the hottest ``count`` voxels), or weight/``count`` while nothing
+    is above the threshold (normalized by the whole hottest volume): the fixed scale of a frozen TPP
+    term (:meth:`TppDoseVolume.frozen`)."""
+    _, _, members = _hottest_overdose_kernel(dose_gy, threshold_gy, count, 0.0, False)
+    return weight / (members if members > 0 else count)
+
+
+@njit(cache=True)
+def frozen_parameters(kind, parameters, count, dose_gy):  # pragma: no cover - compiled
+    """The compiled form of :meth:`Objective.frozen`: a per-member TPP term's parameters with its scale
+    fixed at ``dose_gy``; any other term's unchanged."""
+    if kind == HOTTEST_OVERDOSE and parameters[2] != 0.0:
+        return np.array([parameters[0], frozen_scale(dose_gy, parameters[0], count, parameters[1]), 0.0])
+    return parameters.copy()
+
+
+@njit(cache=True)
 def compiled_term_value_and_gradient(kind, parameters, count, dose_gy):  # pragma: no cover - compiled
     """Value and gradient of a :class:`CompiledTerm` (kind, parameters, count) at its structure's doses."""
     if kind == HOTTEST_OVERDOSE:
@@ -422,10 +442,12 @@ class TppDoseVolume(Objective):
     needs_outer_iterations: ClassVar[bool] = True
 
     def frozen(self, dose_gy: np.ndarray) -> HottestOverdose:
-        _, _, count = _hottest_overdose(dose_gy, self.threshold_gy, self.volume_fraction, 0.0, False)
-        if count == 0:  # nothing above the threshold yet: normalize by the whole hottest volume
-            count = hottest_voxel_count(self.volume_fraction, dose_gy.size) if self.volume_fraction > 0 else 1
-        return HottestOverdose(self.structure, self.threshold_gy, self.volume_fraction, self.weight / count)
+        if self.volume_fraction <= 0:  # Ω⁺ is always empty
+            return HottestOverdose(self.structure, self.threshold_gy, self.volume_fraction, self.weight / 1)
+        count = hottest_voxel_count(self.volume_fraction, dose_gy.size)
+        dose = np.ascontiguousarray(dose_gy, dtype=np.float64)
+        scale = frozen_scale(dose, float(self.threshold_gy), count, float(self.weight))
+        return HottestOverdose(self.structure, self.threshold_gy, self.volume_fraction, scale)
 
     def value_and_gradient(self, dose_gy: np.ndarray) -> tuple[float, np.ndarray]:
         value, gradient, _ = _hottest_overdose(

@@ -35,6 +35,8 @@ __all__ = [
     "LbfgsState",
     "ProjectedLbfgs",
     "advance",
+    "current_point",
+    "restart",
     "search",
     "steps_taken",
     "trial_point",
@@ -237,6 +239,25 @@ def advance(  # pragma: no cover - compiled
 
 
 @njit(cache=True)
+def restart(vectors, scalars, counters, x):  # pragma: no cover - compiled
+    """Begin a run from ``x`` (clipped to x ≥ 0) in the same state arrays, keeping the curvature pairs;
+    its first trial point is x."""
+    for i in range(x.size):
+        vectors[_X, i] = _maximum_zero(x[i])
+    vectors[_TRIAL] = vectors[_X]
+    scalars[:] = 0.0
+    pairs = counters[_PAIRS]
+    counters[:] = 0
+    counters[_PAIRS] = pairs
+
+
+@njit(cache=True)
+def current_point(vectors):  # pragma: no cover - compiled
+    """The iterate (a view)."""
+    return vectors[_X]
+
+
+@njit(cache=True)
 def trial_point(vectors):  # pragma: no cover - compiled
     """The point whose f and ∇f the machine needs next (a view: copy it before changing the state)."""
     return vectors[_TRIAL]
@@ -270,12 +291,10 @@ class ProjectedLbfgs:
                 np.zeros(memory, dtype=np.int64),
             )
             self._held = 0
-        vectors = np.zeros((6, size))
-        vectors[_X] = np.maximum(x, 0.0)
-        vectors[_TRIAL] = vectors[_X]
-        counters = np.zeros(6, dtype=np.int64)
-        counters[_PAIRS] = self._held
-        return LbfgsState(vectors, np.zeros(2), counters, *self._pairs)
+        state = LbfgsState(np.zeros((6, size)), np.zeros(2), np.zeros(6, dtype=np.int64), *self._pairs)
+        state.counters[_PAIRS] = self._held
+        restart(state.vectors, state.scalars, state.counters, np.ascontiguousarray(x))
+        return state
 
     def keep(self, state: LbfgsState) -> None:
         """Keep the curvature memory a run ended with, for the next run."""

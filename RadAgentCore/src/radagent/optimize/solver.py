@@ -46,14 +46,21 @@ from radagent.dose.influence import (
 from radagent.errors import InputError
 from radagent.evaluate.dvh import normalization_factor
 from radagent.geometry import Grid
-from radagent.optimize.objectives import Objective, SquaredUnderdose, compiled_term_value_and_gradient
+from radagent.optimize.objectives import (
+    Objective,
+    SquaredUnderdose,
+    compiled_term_value_and_gradient,
+    frozen_parameters,
+)
 from radagent.optimize.quasi_newton import (
     EMITTED,
     FINISHED,
     InnerRun,
+    LbfgsState,
     ProjectedLbfgs,
     ValueAndGradient,
     advance,
+    restart,
     search,
     steps_taken,
     trial_point,
@@ -383,24 +390,77 @@ def _compiled_minimize(lbfgs, iterations, union, terms, columns):  # pragma: no 
             search(vectors, scalars, counters, s_rows, y_rows, pair_scalars, order)
 
 
-def _inner_run(
-    quasi_newton: ProjectedLbfgs,
-    union_dose: _UnionDose,
-    terms: Sequence[tuple[str, Objective]],
-    weights: np.ndarray,
-    iterations: int,
-) -> InnerRun:
-    """At most ``iterations`` projected L-BFGS steps on ``terms`` from ``weights``: in compiled code when
-    every term has a compiled form, else through Python calls of the objectives."""
-    compiled = _CompiledTerms.of(terms, union_dose.influence)
-    if compiled is None:
-        objective = partial(_value_and_gradient, union_dose=union_dose, terms=terms)
-        return quasi_newton.minimize(objective, weights, iterations)
-    state = quasi_newton.start(weights)
-    columns = union_dose.influence.beamlet_count
-    _compiled_minimize(state.arrays, iterations, union_dose.kernel_arguments, compiled.arrays, columns)
-    quasi_newton.keep(state)
-    return state.run()
+@njit(cache=True)
+def _compiled_outer_step(lbfgs, iterations, union, terms, weights, columns):  # pragma: no cover - compiled
+    """One outer iteration on compiled terms: freeze them at the dose of ``weights`` and run at most
+    ``iterations`` inner steps from there, the memory kept in ``lbfgs``."""
+    vectors, scalars, counters = lbfgs[0], lbfgs[1], lbfgs[2]
+    dose = _union_dose_kernel(weights, *union)
+    kinds, parameters, counts, positions, bounds = terms
+    frozen = np.empty_like(parameters)
+    for term in range(kinds.size):
+        rows = positions[bounds[term] : bounds[term + 1]]
+        frozen[term] = frozen_parameters(kinds[term], parameters[term], counts[term], dose[rows])
+    restart(vectors, scalars, counters, weights)
+    _compiled_minimize(lbfgs, iterations, union, (kinds, frozen, counts, positions, bounds), columns)
+
+
+@njit(cache=True)
+def _compiled_objective_value(weights, union, terms):  # pragma: no cover - compiled
+    """:func:`_objective_value` for terms in compiled form."""
+    dose = _union_dose_kernel(weights, *union)
+    kinds, parameters, counts, positions, bounds = terms
+    value = 0.0
+    for term in range(kinds.size):
+        rows = positions[bounds[term] : bounds[term + 1]]
+        value += compiled_term_value_and_gradient(kinds[term], parameters[term], counts[term], dose[rows])[0]
+    return value
+
+
+@dataclass
+class _OuterSteps:
+    """The outer TPP loop's two operations, f at some weights and one outer iteration (freeze the terms
+    at their dose, then a bounded inner run), through Python calls of the objectives."""
+
+    union_dose: _UnionDose
+    terms: Sequence[tuple[str, Objective]]
+    quasi_newton: ProjectedLbfgs
+
+    def value(self, weights: np.ndarray) -> float:
+        """f at ``weights``, nothing frozen."""
+        names = list(dict.fromkeys(n for n, _ in self.terms))
+        return _objective_value(self.terms, self.union_dose.by_structure(weights, names))
+
+    def iteration(self, weights: np.ndarray, iterations: int) -> InnerRun:
+        """The terms frozen at the dose of ``weights``, then at most ``iterations`` inner steps."""
+        names = list(dict.fromkeys(n for n, _ in self.terms))
+        doses = self.union_dose.by_structure(weights, names)
+        frozen = [(name, objective.frozen(doses[name])) for name, objective in self.terms]
+        objective = partial(_value_and_gradient, union_dose=self.union_dose, terms=frozen)
+        return self.quasi_newton.minimize(objective, weights, iterations)
+
+
+@dataclass
+class _CompiledOuterSteps(_OuterSteps):
+    """:class:`_OuterSteps` in compiled code, for terms that all have compiled forms (the TPP terms):
+    one call per outer iteration, operation for operation the same."""
+
+    compiled: _CompiledTerms | None = None
+    _state: LbfgsState | None = None
+
+    def value(self, weights: np.ndarray) -> float:
+        return float(
+            _compiled_objective_value(weights, self.union_dose.kernel_arguments, self.compiled.arrays)
+        )
+
+    def iteration(self, weights: np.ndarray, iterations: int) -> InnerRun:
+        if self._state is None:
+            self._state = self.quasi_newton.start(weights)
+        state = self._state
+        union, columns = self.union_dose.kernel_arguments, self.union_dose.influence.beamlet_count
+        _compiled_outer_step(state.arrays, iterations, union, self.compiled.arrays, weights, columns)
+        self.quasi_newton.keep(state)
+        return state.run()
 
 
 def _in_scaled_weights(
@@ -488,11 +548,15 @@ def _outer_iterations(
     settings: OptimizerSettings,
     progress: ProgressCallback | None,
 ) -> _Run:
-    """Objectives with jumps (TPP terms): refreeze them at each outer iteration's dose (METHOD §3)."""
-    names = list(dict.fromkeys(n for n, _ in terms))
-    doses = union_dose.by_structure(weights, names)
-    result = _Run(weights, [_objective_value(terms, doses)])
+    """Objectives with jumps (TPP terms): refreeze them at each outer iteration's dose (METHOD §3), in
+    compiled code when every term has a compiled form."""
     quasi_newton = ProjectedLbfgs(settings.lbfgs_memory)
+    compiled = _CompiledTerms.of(terms, union_dose.influence)
+    if compiled is None:
+        steps = _OuterSteps(union_dose, terms, quasi_newton)
+    else:
+        steps = _CompiledOuterSteps(union_dose, terms, quasi_newton, compiled)
+    result = _Run(weights, [steps.value(weights)])
     while result.outer < settings.max_outer_iterations and not result.converged:
         report(
             progress,
@@ -500,15 +564,13 @@ def _outer_iterations(
             f"optimizing fluence: iteration {result.outer + 1}",
         )
         result.outer += 1
-        frozen = [(name, objective.frozen(doses[name])) for name, objective in terms]
-        run = _inner_run(quasi_newton, union_dose, frozen, result.weights, settings.inner_iterations)
+        run = steps.iteration(result.weights, settings.inner_iterations)
         change = norm(run.x - result.weights) / max(norm(result.weights), 1e-300)
         result.converged = change < settings.relative_change_tolerance
         result.weights = run.x
         result.inner += run.iterations
         result.evaluations += run.evaluations
-        doses = union_dose.by_structure(result.weights, names)
-        result.history.append(_objective_value(terms, doses))
+        result.history.append(steps.value(result.weights))
     return result
 
 

@@ -91,3 +91,45 @@ def test_dose_on_ct_grid_interpolates_trilinearly():
     expected = 1.0 + 0.5 * ct_centres[..., 0] + 0.25 * ct_centres[..., 1]
     np.testing.assert_allclose(on_ct[inner], expected[inner], rtol=1e-5)
     np.testing.assert_array_equal(dose_on_ct_grid(on_ct, ct, ct), on_ct)
+
+
+def doses_of_kind(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
+    """float32 doses with the features a selection could trip on."""
+    if kind == "uniform":
+        values = rng.uniform(0, 80, size)
+    elif kind == "ties":
+        values = np.round(rng.uniform(0, 5, size), 1)
+    elif kind == "zeros":
+        values = np.zeros(size)
+    elif kind == "signed":
+        values = np.concatenate([rng.normal(0, 30, size - 200), np.zeros(100), -np.zeros(100)])
+    elif kind == "sparse-with-infinities":
+        body = np.where(rng.uniform(size=size - 4) < 0.9, 0.0, rng.exponential(20, size - 4))
+        values = np.concatenate([body, [np.inf, np.inf, -np.inf, -np.inf]])
+    else:  # constant but for a few hot voxels
+        values = np.where(np.arange(size) % 1000 == 0, 80.0, 42.5)
+    return rng.permutation(values).astype(np.float32)
+
+
+@pytest.mark.parametrize("kind", ["uniform", "ties", "zeros", "signed", "sparse-with-infinities", "constant"])
+def test_large_structures_select_the_same_order_statistics_as_a_partial_sort(kind):
+    """CT-grid structures of 20 000 voxels or more take a radix selection; it must give exactly the
+    values np.partition gives, ties, ±0, infinities and constant doses included (NaN: partial sort)."""
+    from radagent.evaluate.dvh import _order_statistics
+
+    rng = np.random.default_rng(len(kind))
+    for size in (20_000, 20_001, 123_457):
+        values = doses_of_kind(kind, size, rng)
+        for _ in range(5):
+            positions = rng.integers(0, size, rng.integers(1, 9))
+            expected = np.partition(values, np.unique(positions))[positions].astype(np.float64)
+            np.testing.assert_array_equal(_order_statistics(values, positions), expected)
+        assert StructureDoses("S", values, 0.01).dose_at_percent_gy(95) == float(
+            np.partition(values, size - hottest_voxel_count(0.95, size))[
+                size - hottest_voxel_count(0.95, size)
+            ]
+        )
+    values[3] = np.nan
+    positions = np.array([0, 7, values.size - 1])
+    expected = np.partition(values, positions)[positions].astype(np.float64)
+    np.testing.assert_array_equal(_order_statistics(values, positions), expected)

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 from radagent.errors import InputError
 from radagent.geometry import Grid, resample
@@ -77,6 +78,78 @@ def dose_on_ct_grid(dose_gy: np.ndarray, dose_grid: Grid, ct_grid: Grid) -> np.n
     return resample(volume, dose_grid, ct_grid, order=1, fill_value=0.0)
 
 
+_RADIX_MIN_VOXELS = 20_000  # below this one np.partition is as fast as the radix selection
+
+
+@njit(cache=True)
+def _sortable_keys(values):  # pragma: no cover - compiled
+    """float32 bit patterns as unsigned keys in the floats' order (−0 just below +0); an empty array when
+    a NaN is present (np.partition puts every NaN last, whatever its sign bit)."""
+    bits = values.view(np.uint32)
+    keys = np.empty(values.size, dtype=np.uint32)
+    for i in range(values.size):
+        if np.isnan(values[i]):
+            return np.empty(0, dtype=np.uint32)
+        b = bits[i]
+        keys[i] = b ^ np.uint32(0x80000000) if b < np.uint32(0x80000000) else ~b
+    return keys
+
+
+@njit(cache=True)
+def _radix_select_kernel(values, positions):  # pragma: no cover - compiled
+    """The values at ``positions`` (sorted, unique) of ``values`` (float32) in ascending order, exactly,
+    by two 16-bit radix passes (the second only over the voxels of the needed top-level bins); an empty
+    array when a NaN is present."""
+    keys = _sortable_keys(values)
+    if keys.size != values.size:
+        return np.empty(0, dtype=np.float32)
+    high = np.zeros(65537, dtype=np.int64)
+    for key in keys:
+        high[(key >> 16) + 1] += 1
+    for b in range(65536):
+        high[b + 1] += high[b]
+    needed = np.full(65536, -1, dtype=np.int64)  # top-level bin → slot among the needed ones
+    bins = np.empty(positions.size, dtype=np.int64)
+    slots = 0
+    for n in range(positions.size):
+        b = np.searchsorted(high, positions[n], side="right") - 1
+        bins[n] = b
+        if needed[b] < 0:
+            needed[b] = slots
+            slots += 1
+    low = np.zeros((slots, 65537), dtype=np.int64)
+    for key in keys:
+        slot = needed[key >> 16]
+        if slot >= 0:
+            low[slot, (key & np.uint32(0xFFFF)) + 1] += 1
+    out = np.empty(positions.size, dtype=np.float32)
+    result = np.empty(1, dtype=np.uint32)
+    for n in range(positions.size):
+        counts = low[needed[bins[n]]]
+        rank = positions[n] - high[bins[n]]
+        seen = 0
+        for k in range(65536):
+            seen += counts[k + 1]
+            if seen > rank:
+                key = np.uint32((bins[n] << 16) | k)
+                result[0] = key ^ np.uint32(0x80000000) if key >= np.uint32(0x80000000) else ~key
+                out[n] = result.view(np.float32)[0]
+                break
+    return out
+
+
+def _order_statistics(values: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """The values at ``positions`` of ``values`` sorted ascending, as float64: a radix selection for large
+    float32 arrays (a CT-grid body: a tenth of the time of np.partition), np.partition otherwise; the
+    same values either way (order statistics are elements)."""
+    unique = np.unique(positions)
+    if values.dtype == np.float32 and values.size >= _RADIX_MIN_VOXELS:
+        selected = _radix_select_kernel(np.ascontiguousarray(values), unique)
+        if selected.size == unique.size:
+            return selected[np.searchsorted(unique, positions)].astype(np.float64)
+    return np.partition(values, unique)[positions].astype(np.float64)
+
+
 @dataclass(frozen=True, eq=False)
 class StructureDoses:
     """The doses (Gy) of one structure's voxels and the voxel volume, with the DVH metrics defined above."""
@@ -126,9 +199,7 @@ class StructureDoses:
     def hottest_doses_gy(self, voxel_counts: Sequence[int]) -> np.ndarray:
         """For each n, the minimum dose of the n hottest voxels (one partial sort for all of them)."""
         counts = np.clip(np.asarray(voxel_counts, dtype=np.int64), 1, self.voxel_count)
-        positions = self.voxel_count - counts
-        partitioned = np.partition(self.doses_gy, np.unique(positions))
-        return partitioned[positions].astype(np.float64)
+        return _order_statistics(self.doses_gy, self.voxel_count - counts)
 
     def doses_at_percent_gy(self, percents: Sequence[float]) -> np.ndarray:
         """Dx for each x in ``percents`` (x in % of the volume)."""

@@ -19,10 +19,11 @@ after 40 outer iterations (the sources' rule). Five inner steps per outer iterat
 prostate phantom at 5 mm, random TPPs reach objective values within 1–3 % of a 200-step run, in half
 the time of ten steps, which keeps a TPP-environment step within its budget when the outer rule runs
 all 40 iterations. This loop works in the weights themselves: scaled, it reached objectives about 1 %
-lower for random TPPs but took up to a quarter longer. Its inner runs (about 250 evaluations per
-random-TPP plan) stay in compiled code: the frozen terms have compiled forms
-(:meth:`Objective.compiled_term`), which drive the L-BFGS state machine of quasi_newton.py through
-the same union-row products, operation for operation; objectives without one are called from Python.
+lower for random TPPs but took up to a quarter longer. The TPP terms have compiled forms
+(:meth:`Objective.compiled_term`), so each outer iteration (freezing, about six inner evaluations that
+drive the L-BFGS state machine of quasi_newton.py, f) is one compiled call, operation for operation
+what the Python calls of the objectives compute; objectives without a compiled form are called from
+Python.
 """
 
 from __future__ import annotations
@@ -445,7 +446,7 @@ class _CompiledOuterSteps(_OuterSteps):
     """:class:`_OuterSteps` in compiled code, for terms that all have compiled forms (the TPP terms):
     one call per outer iteration, operation for operation the same."""
 
-    compiled: _CompiledTerms | None = None
+    compiled: _CompiledTerms
     _state: LbfgsState | None = None
 
     def value(self, weights: np.ndarray) -> float:

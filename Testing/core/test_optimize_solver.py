@@ -394,14 +394,48 @@ def test_projected_lbfgs_yields_the_start_then_each_step_until_stationary():
     assert runs[-1].projected_gradient_norm < 1e-6 * runs[0].projected_gradient_norm
 
 
+def same_bits(found, expected):
+    """Equal to the last bit, the sign of zero included (assert_array_equal takes −0 for +0)."""
+    found, expected = np.asarray(found, dtype=np.float64), np.asarray(expected, dtype=np.float64)
+    np.testing.assert_array_equal(found.view(np.uint64), expected.view(np.uint64))
+
+
+def numpy_squared_violation(dose, reference, side, weight):
+    """The squared under/overdose as numpy computed it before it was compiled."""
+    from radagent.optimize.vectors import dot
+
+    violation = np.maximum(side * (dose - reference), 0.0)
+    scale = weight / dose.size
+    return scale * dot(violation, violation), 2.0 * side * scale * violation
+
+
+def numpy_frozen_scale(dose, threshold, volume_fraction, weight):
+    """TppDoseVolume.frozen's scale as it was computed before it was compiled."""
+    from radagent.evaluate.dvh import hottest_voxel_count
+    from radagent.optimize.objectives import _hottest_overdose
+
+    _, _, count = _hottest_overdose(dose, threshold, volume_fraction, 0.0, False)
+    if count == 0:
+        count = hottest_voxel_count(volume_fraction, dose.size) if volume_fraction > 0 else 1
+    return weight / count
+
+
 def test_compiled_terms_are_the_objectives_bit_for_bit():
-    """Each objective's compiled form gives its Python value and gradient exactly, ties and doses at
-    the threshold included, and an empty Ω⁺ or V = 0 as well."""
-    from radagent.optimize.objectives import HottestOverdose, TppDoseVolume, compiled_term_value_and_gradient
+    """Each objective's compiled form gives its Python value and gradient to the last bit (signed zeros
+    included), the squared limits as their numpy form did, ties and doses exactly at the limits
+    included, and an empty Ω⁺ or V = 0 as well; frozen TPP scales are the former formula's."""
+    from radagent.optimize.objectives import (
+        NO_PENALTY,
+        HottestOverdose,
+        TppDoseVolume,
+        compiled_term_value_and_gradient,
+        frozen_parameters,
+    )
 
     rng = np.random.default_rng(12)
     dose = np.round(rng.uniform(0.0, 90.0, 777), 1)  # many ties
     dose[:5] = 60.0  # exactly at the threshold
+    dose[5:9] = 70.0  # exactly at the coverage level
     objectives = [
         SquaredUnderdose("S", 70.0, 2.0),
         SquaredOverdose("S", 60.0, 0.3),
@@ -410,6 +444,7 @@ def test_compiled_terms_are_the_objectives_bit_for_bit():
         HottestOverdose("S", 95.0, 0.5, 0.01),  # nothing above the threshold
         TppDoseVolume("S", 60.0, 0.4, 3.0),
         TppDoseVolume("S", 95.0, 0.4, 3.0),
+        TppDoseVolume("S", 60.0, 0.0, 3.0),
     ]
     for objective in objectives:
         term = objective.compiled_term(dose.size)
@@ -417,8 +452,22 @@ def test_compiled_terms_are_the_objectives_bit_for_bit():
         parameters[: len(term.parameters)] = term.parameters
         value, gradient = compiled_term_value_and_gradient(term.kind, parameters, term.count, dose)
         expected_value, expected_gradient = objective.value_and_gradient(dose)
-        assert value == expected_value, objective
-        np.testing.assert_array_equal(gradient, expected_gradient)
+        same_bits(value, expected_value)
+        same_bits(gradient, expected_gradient)
+        if isinstance(objective, TppDoseVolume):
+            frozen = objective.frozen(dose)
+            expected_scale = numpy_frozen_scale(dose, objective.threshold_gy, objective.volume_fraction, 3.0)
+            assert frozen.scale == expected_scale
+            if term.kind != NO_PENALTY:  # V > 0: the compiled freezing gives the frozen term's parameters
+                frozen_term = frozen.compiled_term(dose.size)
+                same_bits(frozen_parameters(term.kind, parameters, term.count, dose), frozen_term.parameters)
+    for objective, side in ((objectives[0], -1.0), (objectives[1], 1.0)):
+        expected_value, expected_gradient = numpy_squared_violation(
+            dose, objective.reference_gy, side, objective.weight
+        )
+        value, gradient = objective.value_and_gradient(dose)
+        same_bits(value, expected_value)
+        same_bits(gradient, expected_gradient)
     assert MaxDvh("S", 60.0, 0.5).compiled_term(dose.size) is None  # no compiled form: Python calls it
 
 

@@ -236,3 +236,22 @@ def test_memory_carried_across_short_runs_as_before(memory):
         found, expected = mine.minimize(fun, x_mine, 3), theirs.minimize(fun, x_theirs, 3)
         assert_same_runs([found], [expected])
         x_mine, x_theirs = found.x, expected.x
+
+
+def test_a_run_of_another_size_drops_the_memory_only_once_it_searches():
+    """As before: a run on a problem of another size that stops before its first search (a stationary
+    start, or no steps asked for) leaves the memory to the next run of the first size."""
+    fun, odd = wavy_problem(3), wavy_problem(9, size=7)
+    flat = lambda x: (0.0, np.zeros(x.size))  # noqa: E731 - stationary everywhere
+    for interlude in ((odd, 0), (flat, 5), (odd, 2)):
+        mine, theirs = ProjectedLbfgs(5), DequeLbfgs(5)
+        x_mine = x_theirs = np.full(25, 2.0)
+        for k in range(4):
+            found, expected = mine.minimize(fun, x_mine, 3), theirs.minimize(fun, x_theirs, 3)
+            assert_same_runs([found], [expected])
+            x_mine, x_theirs = found.x, expected.x
+            if k == 1:
+                other, steps = interlude
+                assert_same_runs(
+                    [mine.minimize(other, np.ones(7), steps)], [theirs.minimize(other, np.ones(7), steps)]
+                )

@@ -83,14 +83,15 @@ _RADIX_MIN_VOXELS = 20_000  # below this one np.partition is as fast as the radi
 
 @njit(cache=True)
 def _sortable_keys(values):  # pragma: no cover - compiled
-    """float32 bit patterns as unsigned keys in the floats' order (−0 just below +0); an empty array when
-    a NaN is present (np.partition puts every NaN last, whatever its sign bit)."""
+    """float32 bit patterns as unsigned keys in the floats' order; an empty array when a NaN or a −0 is
+    present (np.partition puts every NaN last whatever its sign bit, and ties −0 with +0 in an order of
+    its own)."""
     bits = values.view(np.uint32)
     keys = np.empty(values.size, dtype=np.uint32)
     for i in range(values.size):
-        if np.isnan(values[i]):
-            return np.empty(0, dtype=np.uint32)
         b = bits[i]
+        if np.isnan(values[i]) or b == np.uint32(0x80000000):
+            return np.empty(0, dtype=np.uint32)
         keys[i] = b ^ np.uint32(0x80000000) if b < np.uint32(0x80000000) else ~b
     return keys
 
@@ -99,7 +100,7 @@ def _sortable_keys(values):  # pragma: no cover - compiled
 def _radix_select_kernel(values, positions):  # pragma: no cover - compiled
     """The values at ``positions`` (sorted, unique) of ``values`` (float32) in ascending order, exactly,
     by two 16-bit radix passes (the second only over the voxels of the needed top-level bins); an empty
-    array when a NaN is present."""
+    array when a NaN or a −0 is present."""
     keys = _sortable_keys(values)
     if keys.size != values.size:
         return np.empty(0, dtype=np.float32)
@@ -140,8 +141,8 @@ def _radix_select_kernel(values, positions):  # pragma: no cover - compiled
 
 def _order_statistics(values: np.ndarray, positions: np.ndarray) -> np.ndarray:
     """The values at ``positions`` of ``values`` sorted ascending, as float64: a radix selection for large
-    float32 arrays (a CT-grid body: a tenth of the time of np.partition), np.partition otherwise; the
-    same values either way (order statistics are elements)."""
+    float32 arrays (a CT-grid body: a sixth of the time of np.partition), np.partition otherwise (and
+    for arrays with a NaN or a −0); the same values, bit for bit, either way."""
     unique = np.unique(positions)
     if values.dtype == np.float32 and values.size >= _RADIX_MIN_VOXELS:
         selected = _radix_select_kernel(np.ascontiguousarray(values), unique)

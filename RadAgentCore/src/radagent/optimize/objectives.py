@@ -55,7 +55,8 @@ HOTTEST_OVERDOSE, SQUARED_VIOLATION, NO_PENALTY = range(3)  # kinds of CompiledT
 @dataclass(frozen=True)
 class CompiledTerm:
     """An objective as compiled code evaluates it (:func:`compiled_term_value_and_gradient`): its kind
-    and up to three numbers, and a voxel count where the kind needs one."""
+    and up to three numbers, and a voxel count where the kind needs one. The numbers are taken in float64,
+    as the objectives' own methods take them (parameters are Python floats)."""
 
     kind: int
     parameters: tuple[float, ...] = ()
@@ -100,7 +101,7 @@ def _squared_violation_kernel(dose_gy, reference_gy, side, weight):  # pragma: n
     violation = np.empty(dose_gy.size)
     for i in range(dose_gy.size):
         value = side * (dose_gy[i] - reference_gy)
-        violation[i] = value if value >= 0.0 or np.isnan(value) else 0.0
+        violation[i] = value if value > 0.0 or np.isnan(value) else 0.0  # np.maximum(-0.0, 0.0) is +0.0
     scale = weight / dose_gy.size
     total = scale * compiled_dot(violation, violation)
     factor = 2.0 * side * scale
@@ -443,6 +444,7 @@ class TppDoseVolume(Objective):
 
     def frozen(self, dose_gy: np.ndarray) -> HottestOverdose:
         if self.volume_fraction <= 0:  # Ω⁺ is always empty
+            # weight/1: the normalization of an empty Ω⁺ (the term then adds nothing anyway)
             return HottestOverdose(self.structure, self.threshold_gy, self.volume_fraction, self.weight / 1)
         count = hottest_voxel_count(self.volume_fraction, dose_gy.size)
         dose = np.ascontiguousarray(dose_gy, dtype=np.float64)

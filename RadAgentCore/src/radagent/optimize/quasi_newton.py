@@ -35,7 +35,6 @@ __all__ = [
     "LbfgsState",
     "ProjectedLbfgs",
     "advance",
-    "current_point",
     "restart",
     "search",
     "steps_taken",
@@ -54,9 +53,9 @@ _RELATIVE_DECREASE_TOLERANCE = 1e-10
 _X, _GRADIENT, _PROJECTED, _DIRECTION, _TRIAL, _FREE = range(6)
 # LbfgsState.scalars: f at the iterate, the trial step length.
 _VALUE, _STEP = range(2)
-# LbfgsState.counters: the phase, steps taken, evaluations, failed trials of this step, pairs held,
+# LbfgsState.counters: the phase, steps taken, evaluations, failed trials of this step, searches made,
 # and the evaluations when the iterate was reached (what a run reports).
-_PHASE, _STEPS, _EVALUATIONS, _BACKTRACKED, _PAIRS, _REACHED_AFTER = range(6)
+_PHASE, _STEPS, _EVALUATIONS, _BACKTRACKED, _SEARCHES, _REACHED_AFTER = range(6)
 _AT_START, _AT_TRIAL = 0, 1  # phases: the trial point is the start, or a step's trial
 EMITTED = 1  # advance's result bits: a new iterate (the start or a step) to report
 FINISHED = 2  # … and nothing more to do (a stationary point to rounding)
@@ -76,7 +75,8 @@ class InnerRun:
 @dataclass
 class LbfgsState:
     """Everything :func:`advance` reads and writes, as arrays: one run's vectors and counters, and the
-    curvature pairs (sₖ, yₖ; ρₖ, sₖᵀyₖ, yₖᵀyₖ) in rows listed oldest first by ``order[:pairs]``."""
+    curvature pairs (sₖ, yₖ; ρₖ, sₖᵀyₖ, yₖᵀyₖ) in rows listed oldest first by ``order[:held[0]]``, shared
+    by the runs of one :class:`ProjectedLbfgs`."""
 
     vectors: np.ndarray  # (6, n), rows _X … _FREE
     scalars: np.ndarray  # (2,)
@@ -85,6 +85,7 @@ class LbfgsState:
     y_rows: np.ndarray
     pair_scalars: np.ndarray  # (memory, 3): ρ = 1/sᵀy, sᵀy, yᵀy
     order: np.ndarray  # (memory,) int64
+    held: np.ndarray  # (1,) int64: pairs in use
 
     @property
     def arrays(self) -> tuple[np.ndarray, ...]:
@@ -97,6 +98,7 @@ class LbfgsState:
             self.y_rows,
             self.pair_scalars,
             self.order,
+            self.held,
         )
 
     @property
@@ -133,7 +135,7 @@ def _project(vectors):  # pragma: no cover - compiled
 @njit(cache=True)
 def _maximum_zero(value):  # pragma: no cover - compiled
     """np.maximum(value, 0.0) for one float, NaN and signed zero included."""
-    return value if value >= 0.0 or np.isnan(value) else 0.0
+    return value if value > 0.0 or np.isnan(value) else 0.0  # np.maximum(-0.0, 0.0) is +0.0
 
 
 @njit(cache=True)
@@ -145,13 +147,14 @@ def _set_trial(vectors, step):  # pragma: no cover - compiled
 
 
 @njit(cache=True)
-def search(vectors, scalars, counters, s_rows, y_rows, pair_scalars, order):  # pragma: no cover
+def search(vectors, scalars, counters, s_rows, y_rows, pair_scalars, order, held):  # pragma: no cover
     """After an emitted iterate, a new search: the L-BFGS direction on the free variables (steepest
     descent with a first step of 10 % of ‖x‖ when the memory is empty or gives no descent), and its
     first trial point. Called only when another step is wanted, since it may drop the memory."""
     projected, free, direction = vectors[_PROJECTED], vectors[_FREE], vectors[_DIRECTION]
     counters[_BACKTRACKED] = 0
-    pairs = counters[_PAIRS]
+    counters[_SEARCHES] += 1
+    pairs = held[0]
     if pairs > 0:
         newest = order[pairs - 1]
         scale = pair_scalars[newest, 1] / pair_scalars[newest, 2]
@@ -162,7 +165,7 @@ def search(vectors, scalars, counters, s_rows, y_rows, pair_scalars, order):  # 
             scalars[_STEP] = 1.0
             _set_trial(vectors, 1.0)
             return
-        counters[_PAIRS] = 0  # the memory no longer gives a descent direction: start afresh
+        held[0] = 0  # the memory no longer gives a descent direction: start afresh
     for i in range(projected.size):
         direction[i] = -projected[i]
     x_norm = math.sqrt(compiled_dot(vectors[_X], vectors[_X]))
@@ -172,7 +175,7 @@ def search(vectors, scalars, counters, s_rows, y_rows, pair_scalars, order):  # 
 
 
 @njit(cache=True)
-def _remember(s, y, counters, s_rows, y_rows, pair_scalars, order):  # pragma: no cover - compiled
+def _remember(s, y, s_rows, y_rows, pair_scalars, order, held):  # pragma: no cover - compiled
     """Store a curvature pair when it is positive (the objective is convex along s), recycling the
     oldest row when the memory is full."""
     sy = compiled_dot(s, y)
@@ -180,7 +183,7 @@ def _remember(s, y, counters, s_rows, y_rows, pair_scalars, order):  # pragma: n
     memory = order.size
     if not (sy > 1e-12 * yy and sy > 0) or memory < 1:
         return
-    pairs = counters[_PAIRS]
+    pairs = held[0]
     if pairs == memory:
         row = order[0]
         for k in range(memory - 1):
@@ -192,12 +195,12 @@ def _remember(s, y, counters, s_rows, y_rows, pair_scalars, order):  # pragma: n
     y_rows[row] = y
     pair_scalars[row, 0], pair_scalars[row, 1], pair_scalars[row, 2] = 1.0 / sy, sy, yy
     order[pairs] = row
-    counters[_PAIRS] = pairs + 1
+    held[0] = pairs + 1
 
 
 @njit(cache=True)
 def advance(  # pragma: no cover - compiled
-    vectors, scalars, counters, s_rows, y_rows, pair_scalars, order, value, gradient
+    vectors, scalars, counters, s_rows, y_rows, pair_scalars, order, held, value, gradient
 ):
     """Take f and ∇f at the trial point: returns EMITTED when that point is the new iterate (the start,
     or a step that met the Armijo condition; call :func:`search` for the next trial if more steps are
@@ -220,7 +223,7 @@ def advance(  # pragma: no cover - compiled
         y = np.empty(x.size)
         for i in range(x.size):
             y[i] = gradient[i] - current[i]
-        _remember(s, y, counters, s_rows, y_rows, pair_scalars, order)
+        _remember(s, y, s_rows, y_rows, pair_scalars, order, held)
         decrease = scalars[_VALUE] - value
         x[:] = trial
         scalars[_VALUE] = value
@@ -240,21 +243,13 @@ def advance(  # pragma: no cover - compiled
 
 @njit(cache=True)
 def restart(vectors, scalars, counters, x):  # pragma: no cover - compiled
-    """Begin a run from ``x`` (clipped to x ≥ 0) in the same state arrays, keeping the curvature pairs;
-    its first trial point is x."""
+    """Begin a run from ``x`` (clipped to x ≥ 0) in the same state arrays (the curvature pairs are not
+    touched); its first trial point is x."""
     for i in range(x.size):
         vectors[_X, i] = _maximum_zero(x[i])
     vectors[_TRIAL] = vectors[_X]
     scalars[:] = 0.0
-    pairs = counters[_PAIRS]
     counters[:] = 0
-    counters[_PAIRS] = pairs
-
-
-@njit(cache=True)
-def current_point(vectors):  # pragma: no cover - compiled
-    """The iterate (a view)."""
-    return vectors[_X]
 
 
 @njit(cache=True)
@@ -275,30 +270,34 @@ class ProjectedLbfgs:
     dropped when a problem of another size comes)."""
 
     memory: int = 10
-    _pairs: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = field(default=None, repr=False)
-    _held: int = field(default=0, repr=False)  # pairs in use, oldest first in the order row
+    _pairs: tuple[np.ndarray, ...] | None = field(default=None, repr=False)  # s, y, scalars, order, held
 
     def start(self, x: np.ndarray) -> LbfgsState:
-        """A run from ``x`` (clipped to x ≥ 0) with this method's curvature memory; its first trial is x."""
-        x = np.asarray(x, dtype=np.float64)
-        size = x.size
-        if self._pairs is None or self._pairs[0].shape != (self.memory, size):
+        """A run from ``x`` (clipped to x ≥ 0) with this method's curvature memory; its first trial is x.
+
+        For a problem of another size the run gets an empty memory of its size, which replaces the
+        kept one only once the run searches (:meth:`keep`): a run that stops before that leaves it.
+        """
+        x = np.ascontiguousarray(x, dtype=np.float64)
+        pairs = self._pairs
+        if pairs is None or pairs[0].shape != (self.memory, x.size):
             memory = max(self.memory, 0)
-            self._pairs = (
-                np.empty((memory, size)),
-                np.empty((memory, size)),
+            pairs = (
+                np.empty((memory, x.size)),
+                np.empty((memory, x.size)),
                 np.empty((memory, 3)),
                 np.zeros(memory, dtype=np.int64),
+                np.zeros(1, dtype=np.int64),
             )
-            self._held = 0
-        state = LbfgsState(np.zeros((6, size)), np.zeros(2), np.zeros(6, dtype=np.int64), *self._pairs)
-        state.counters[_PAIRS] = self._held
-        restart(state.vectors, state.scalars, state.counters, np.ascontiguousarray(x))
+        state = LbfgsState(np.zeros((6, x.size)), np.zeros(2), np.zeros(6, dtype=np.int64), *pairs)
+        restart(state.vectors, state.scalars, state.counters, x)
         return state
 
     def keep(self, state: LbfgsState) -> None:
-        """Keep the curvature memory a run ended with, for the next run."""
-        self._held = int(state.counters[_PAIRS])
+        """After a run's step: its memory becomes this method's once it has searched (the old memory
+        stayed untouched until then, as when the pairs were dropped at the first search)."""
+        if state.s_rows is not (self._pairs[0] if self._pairs else None) and state.counters[_SEARCHES] > 0:
+            self._pairs = (state.s_rows, state.y_rows, state.pair_scalars, state.order, state.held)
 
     def iterate(self, fun: ValueAndGradient, x: np.ndarray) -> Iterator[InnerRun]:
         """Projected quasi-Newton steps on ``fun`` from ``x`` (x ≥ 0): the start, then each step's result.

@@ -182,9 +182,10 @@ _HAS_MEMO, _HAS_REFERENCE, _SKIPS, _BOUNDED_PRODUCTS = range(4)  # _UnionDose's 
 
 @njit(cache=True)
 def _union_dose_kernel(weights, state_weights, state_doses, flags, matrix, bounds):  # pragma: no cover
-    """The union-row dose of :class:`_UnionDose` at ``weights``, its state (arrays) updated in place."""
+    """The union-row dose of :class:`_UnionDose` at ``weights``, its state (arrays) updated in place: one
+    compiled home for the memo and the bound, so that Python and compiled callers share them."""
     indptr, indices, data = matrix
-    row_norms, row_l1_norms, row_entries, levels, full_entries = bounds
+    row_norms, row_l1_norms, row_entries, levels, full_entries_limit = bounds
     if flags[_HAS_MEMO] and np.all(weights == state_weights[_MEMO]):
         return state_doses[_MEMO].copy()
     dose = np.empty(0)
@@ -199,7 +200,7 @@ def _union_dose_kernel(weights, state_weights, state_doses, flags, matrix, bound
             row_entries,
             levels,
         )
-        if not entries > full_entries:
+        if not entries > full_entries_limit:
             row_sums_kernel(indptr, indices, data, weights, positions, bound)
             dose, bounded = bound, True
             flags[_BOUNDED_PRODUCTS] += 1
@@ -233,6 +234,8 @@ class _UnionDose:
 
     influence: StructureInfluence
     inert_levels: np.ndarray
+    # (state weights, state doses, flags, CSR arrays, (row norms, row 1-norms, row entries, inert levels,
+    # the entry count above which a full product is taken)): the arguments of _union_dose_kernel
     kernel_arguments: tuple = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -352,6 +355,7 @@ class _CompiledTerms:
 
     @property
     def arrays(self) -> tuple[np.ndarray, ...]:
+        """The arrays in the order the compiled callers unpack them."""
         return (self.kinds, self.parameters, self.counts, self.positions, self.bounds)
 
 
@@ -381,14 +385,16 @@ def _compiled_value_and_gradient(weights, union, terms, columns):  # pragma: no 
 def _compiled_minimize(lbfgs, iterations, union, terms, columns):  # pragma: no cover - compiled
     """:meth:`ProjectedLbfgs.minimize` on compiled terms, driving the method's state machine (``lbfgs``:
     :attr:`LbfgsState.arrays`) without leaving compiled code."""
-    vectors, scalars, counters, s_rows, y_rows, pair_scalars, order = lbfgs
+    vectors, scalars, counters, s_rows, y_rows, pair_scalars, order, held = lbfgs
     while True:
         value, gradient = _compiled_value_and_gradient(trial_point(vectors).copy(), union, terms, columns)
-        result = advance(vectors, scalars, counters, s_rows, y_rows, pair_scalars, order, value, gradient)
+        result = advance(
+            vectors, scalars, counters, s_rows, y_rows, pair_scalars, order, held, value, gradient
+        )
         if result & FINISHED or (result & EMITTED and steps_taken(counters) >= iterations):
             return
         if result & EMITTED:
-            search(vectors, scalars, counters, s_rows, y_rows, pair_scalars, order)
+            search(vectors, scalars, counters, s_rows, y_rows, pair_scalars, order, held)
 
 
 @njit(cache=True)

@@ -16,13 +16,13 @@ rounding can move a random-TPP plan by percent), now on every platform and numpy
 compiled, so that the L-BFGS two-loop recursion (:func:`two_loop_kernel`) can run in one call
 instead of some sixty numpy calls per iteration.
 
-numba caches a kernel together with the compiled functions it calls from other files, and
-re-compiles it only when the kernel's own file changes. After editing a kernel, delete the
-``__pycache__`` of the modules that call it: this module's are called from ``optimize/objectives.py``,
-``optimize/quasi_newton.py`` and ``optimize/solver.py``; those of ``objectives.py``, ``quasi_newton.py``
-and ``dose/influence.py`` from ``solver.py``. Tests compare each compiled caller with the Python form
-of what it calls (:func:`dot`, the objectives, the inner runs driven from Python) and fail on a stale
-cache whose code computes differently.
+numba caches a kernel together with the compiled functions it calls from other files, and the module
+constants it reads, and re-compiles it only when the kernel's own file changes. After editing one of
+these modules (a kernel or a constant), delete the ``__pycache__`` of the modules that call into it:
+this module is called from ``optimize/objectives.py`` and ``optimize/quasi_newton.py``, and those two
+and ``dose/influence.py`` from ``optimize/solver.py`` (which so reaches this one too). Tests compare
+each compiled caller with the Python form of what it calls (:func:`dot`, the objectives, the
+iteration driven from Python) and fail on a stale cache whose code computes differently.
 """
 
 from __future__ import annotations

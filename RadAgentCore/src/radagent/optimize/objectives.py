@@ -23,7 +23,7 @@ import numpy as np
 from numba import njit
 
 from radagent.evaluate.dvh import hottest_minimum_gy, hottest_voxel_count
-from radagent.optimize.vectors import compiled_dot, dot
+from radagent.optimize.vectors import compiled_dot, dot, maximum_zero
 
 __all__ = [
     "HOTTEST_OVERDOSE",
@@ -100,8 +100,7 @@ def _squared_violation_kernel(dose_gy, reference_gy, side, weight):  # pragma: n
     numpy form (np.maximum, einsum's dot, the scalar factor first) was."""
     violation = np.empty(dose_gy.size)
     for i in range(dose_gy.size):
-        value = side * (dose_gy[i] - reference_gy)
-        violation[i] = value if value > 0.0 or np.isnan(value) else 0.0  # np.maximum(-0.0, 0.0) is +0.0
+        violation[i] = maximum_zero(side * (dose_gy[i] - reference_gy))
     scale = weight / dose_gy.size
     total = scale * compiled_dot(violation, violation)
     factor = 2.0 * side * scale

@@ -12,8 +12,8 @@ projected onto x ≥ 0 and backtracked until the Armijo condition on the project
 The method is written once, as a compiled state machine: :func:`advance` is told f and ∇f at the point
 it asked for and says whether that point is the next iterate; :func:`search` picks the next direction
 and trial point. :meth:`ProjectedLbfgs.iterate` drives it with any Python objective; a compiled
-objective drives it without leaving compiled code (the solver's TPP inner runs, about 250 evaluations
-per environment step, whose Python glue had cost about as much as the matrix products). Every
+objective drives it without leaving compiled code (the solver's TPP outer iterations, about 250
+evaluations per environment step, whose Python glue had cost about as much as the matrix products). Every
 operation is rounded as the numpy form it replaced.
 """
 
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numba import njit
 
-from radagent.optimize.vectors import compiled_dot, two_loop_kernel
+from radagent.optimize.vectors import compiled_dot, maximum_zero, two_loop_kernel
 
 __all__ = [
     "EMITTED",
@@ -133,17 +133,11 @@ def _project(vectors):  # pragma: no cover - compiled
 
 
 @njit(cache=True)
-def _maximum_zero(value):  # pragma: no cover - compiled
-    """np.maximum(value, 0.0) for one float, NaN and signed zero included."""
-    return value if value > 0.0 or np.isnan(value) else 0.0  # np.maximum(-0.0, 0.0) is +0.0
-
-
-@njit(cache=True)
 def _set_trial(vectors, step):  # pragma: no cover - compiled
     """trial = max(x + step·direction, 0)."""
     x, direction, trial = vectors[_X], vectors[_DIRECTION], vectors[_TRIAL]
     for i in range(x.size):
-        trial[i] = _maximum_zero(x[i] + step * direction[i])
+        trial[i] = maximum_zero(x[i] + step * direction[i])
 
 
 @njit(cache=True)
@@ -246,7 +240,7 @@ def restart(vectors, scalars, counters, x):  # pragma: no cover - compiled
     """Begin a run from ``x`` (clipped to x ≥ 0) in the same state arrays (the curvature pairs are not
     touched); its first trial point is x."""
     for i in range(x.size):
-        vectors[_X, i] = _maximum_zero(x[i])
+        vectors[_X, i] = maximum_zero(x[i])
     vectors[_TRIAL] = vectors[_X]
     scalars[:] = 0.0
     counters[:] = 0

@@ -32,7 +32,7 @@ import math
 import numpy as np
 from numba import njit
 
-__all__ = ["compiled_dot", "dot", "norm", "two_loop_kernel"]
+__all__ = ["compiled_dot", "dot", "maximum_zero", "norm", "two_loop_kernel"]
 
 _LANES = 2
 _BLOCK = 4 * _LANES
@@ -63,6 +63,12 @@ def compiled_dot(a, b):  # pragma: no cover - compiled
             lane1 = lane1 + 0.0
         total = total + (lane0 + lane1)
     return total
+
+
+@njit(cache=True)
+def maximum_zero(value):  # pragma: no cover - compiled
+    """np.maximum(value, 0.0) for one float, as numpy gives it: NaN kept, −0.0 and below become +0.0."""
+    return value if value > 0.0 or np.isnan(value) else 0.0
 
 
 def dot(a: np.ndarray, b: np.ndarray) -> float:

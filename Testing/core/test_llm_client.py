@@ -253,3 +253,22 @@ def test_replies_in_prose_fences_or_cut_off_are_read_or_explained():
         validated_reply('{"fine": 1}', SCHEMA)
     with pytest.raises(ReplyError, match="ok: 'yes' is not of type 'boolean'"):
         validated_reply('{"ok": "yes"}', SCHEMA)
+
+
+def test_the_local_server_gets_thread_counts_only_when_asked(capsys):
+    """``llm serve --threads N`` sets llama.cpp's generation and prompt threads; without it the server's
+    defaults stay, and a count below 1 is refused before anything starts."""
+    from pathlib import Path
+
+    from radagent.cli import main
+    from radagent.llm.local import local_server_command
+
+    plain = local_server_command(8089, 4096, Path("model.gguf"))
+    assert plain[1:3] == ["-m", "llama_cpp.server"] and plain[plain.index("--host") + 1] == "127.0.0.1"
+    assert plain[plain.index("--port") + 1] == "8089" and plain[plain.index("--n_ctx") + 1] == "4096"
+    assert not any(argument.startswith("--n_threads") for argument in plain)
+    one = local_server_command(8089, 4096, Path("model.gguf"), threads=1)
+    assert one == [*plain, "--n_threads", "1", "--n_threads_batch", "1"]
+    assert main(["llm", "serve", "--threads", "0"]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert lines == ["radagent: error: argument --threads: must be at least 1, got 0"]

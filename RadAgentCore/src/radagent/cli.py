@@ -405,6 +405,12 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=_positive_int, default=8080, help="port on 127.0.0.1 (8080)")
     serve.add_argument("--context", type=_positive_int, default=8192, help="context window in tokens (8192)")
     serve.add_argument("--model-path", type=Path, help="another GGUF model (default: SmolLM2-135M-Instruct)")
+    serve.add_argument(
+        "--threads",
+        type=_positive_int,
+        help="CPU threads for prompts and generation (default: the server's; give 1 per server when "
+        "several share the cores)",
+    )
 
     knowledge = commands.add_parser(
         "knowledge", help="build or show a knowledge card (what a trained TPP agent learned; M2M)"
@@ -873,7 +879,7 @@ def _command_llm(args: argparse.Namespace) -> int:
     from radagent.llm.local import check_endpoint, serve_local_model
 
     if args.llm_command == "serve":
-        return serve_local_model(args.port, args.context, args.model_path)
+        return serve_local_model(args.port, args.context, args.model_path, args.threads)
     for line in check_endpoint(args.llm_url, args.llm_model, args.llm_api, args.llm_allow_remote):
         print(line)
     return 0

@@ -20,7 +20,7 @@ from radagent.errors import InputError
 from radagent.llm.client import LLMClient, LLMError, LLMSettings, Message
 from radagent.llm.replies import ReplyError, validated_reply
 
-__all__ = ["check_endpoint", "local_model_path", "serve_local_model"]
+__all__ = ["check_endpoint", "local_model_path", "local_server_command", "serve_local_model"]
 
 LOCAL_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 LOCAL_MODEL_ALIAS = "smollm2"
@@ -45,14 +45,12 @@ def local_model_path() -> Path:
     return path
 
 
-def serve_local_model(port: int, context_tokens: int, model_path: Path | None = None) -> int:
-    """Run llama-cpp-python's server on 127.0.0.1:``port`` until interrupted; its exit status. On POSIX the
-    process is replaced by the server, so terminating it (a test, a service manager) stops the server."""
-    if importlib.util.find_spec("llama_cpp") is None:
-        raise InputError("serving needs llama-cpp-python: pip install 'radagent[llm-local]'")
-    model = model_path if model_path is not None else local_model_path()
-    if not Path(model).is_file():
-        raise InputError(f"model file {model} does not exist")
+def local_server_command(
+    port: int, context_tokens: int, model: Path, threads: int | None = None
+) -> list[str]:
+    """The llama-cpp-python server's command line. ``threads`` sets both its generation and prompt threads;
+    without it the server's defaults apply (half the cores, and all of them for prompts), which
+    oversubscribes the cores when two servers share them."""
     command = [
         sys.executable,
         "-m",
@@ -68,6 +66,22 @@ def serve_local_model(port: int, context_tokens: int, model_path: Path | None = 
         "--n_ctx",
         str(context_tokens),
     ]
+    if threads is not None:
+        command += ["--n_threads", str(threads), "--n_threads_batch", str(threads)]
+    return command
+
+
+def serve_local_model(
+    port: int, context_tokens: int, model_path: Path | None = None, threads: int | None = None
+) -> int:
+    """Run llama-cpp-python's server on 127.0.0.1:``port`` until interrupted; its exit status. On POSIX the
+    process is replaced by the server, so terminating it (a test, a service manager) stops the server."""
+    if importlib.util.find_spec("llama_cpp") is None:
+        raise InputError("serving needs llama-cpp-python: pip install 'radagent[llm-local]'")
+    model = model_path if model_path is not None else local_model_path()
+    if not Path(model).is_file():
+        raise InputError(f"model file {model} does not exist")
+    command = local_server_command(port, context_tokens, Path(model), threads)
     print(
         f"serving {Path(model).name} as '{LOCAL_MODEL_ALIAS}' at http://127.0.0.1:{port}/v1 (text-only, "
         f"135 M parameters: weak). Plan with --llm-url http://127.0.0.1:{port}/v1 "

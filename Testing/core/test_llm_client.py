@@ -255,11 +255,12 @@ def test_replies_in_prose_fences_or_cut_off_are_read_or_explained():
         validated_reply('{"ok": "yes"}', SCHEMA)
 
 
-def test_the_local_server_gets_thread_counts_only_when_asked(capsys):
+def test_the_local_server_gets_thread_counts_only_when_asked(capsys, monkeypatch):
     """``llm serve --threads N`` sets llama.cpp's generation and prompt threads; without it the server's
     defaults stay, and a count below 1 is refused before anything starts."""
     from pathlib import Path
 
+    import radagent.llm.local
     from radagent.cli import main
     from radagent.llm.local import local_server_command
 
@@ -269,6 +270,32 @@ def test_the_local_server_gets_thread_counts_only_when_asked(capsys):
     assert not any(argument.startswith("--n_threads") for argument in plain)
     one = local_server_command(8089, 4096, Path("model.gguf"), threads=1)
     assert one == [*plain, "--n_threads", "1", "--n_threads_batch", "1"]
-    assert main(["llm", "serve", "--threads", "0"]) == 2
+
+    served = []  # the CLI's call, recorded instead of replacing this process by a server
+    monkeypatch.setattr(
+        radagent.llm.local, "serve_local_model", lambda *arguments: served.append(arguments) or 0
+    )
+    assert main(["llm", "serve", "--port", "8091", "--threads", "3"]) == 0
+    assert served == [(8091, 8192, None, 3)]
+    assert main(["llm", "serve", "--threads", "0"]) == 2 and len(served) == 1
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert lines == ["radagent: error: argument --threads: must be at least 1, got 0"]
+
+
+def test_llama_cpp_reads_the_thread_flags_as_its_thread_settings():
+    """The flags are llama-cpp-python's own: its server's parser turns them into both thread settings."""
+    import argparse
+    from pathlib import Path
+
+    pytest.importorskip("llama_cpp.server.settings")
+    from llama_cpp.server.cli import add_args_from_model, parse_model_from_args
+    from llama_cpp.server.settings import ModelSettings, Settings
+
+    from radagent.llm.local import local_server_command
+
+    parser = argparse.ArgumentParser()
+    add_args_from_model(parser, Settings)
+    command = local_server_command(8089, 4096, Path("model.gguf"), threads=1)
+    settings = parse_model_from_args(ModelSettings, parser.parse_args(command[3:]))
+    assert (settings.n_threads, settings.n_threads_batch, settings.n_ctx) == (1, 1, 4096)
+    assert settings.model == "model.gguf" and settings.model_alias == "smollm2"

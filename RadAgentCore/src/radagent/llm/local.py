@@ -49,7 +49,7 @@ def local_server_command(
     port: int, context_tokens: int, model: Path, threads: int | None = None
 ) -> list[str]:
     """The llama-cpp-python server's command line. ``threads`` sets both its generation and prompt threads;
-    without it the server's defaults apply (half the cores, and all of them for prompts), which
+    without it the server's defaults apply (half the logical CPUs, and all of them for prompts), which
     oversubscribes the cores when two servers share them."""
     command = [
         sys.executable,

@@ -290,7 +290,7 @@ class ProjectedLbfgs:
     def keep(self, state: LbfgsState) -> None:
         """After a run's step: its memory becomes this method's once it has searched (the old memory
         stayed untouched until then, as when the pairs were dropped at the first search)."""
-        if state.s_rows is not (self._pairs[0] if self._pairs else None) and state.counters[_SEARCHES] > 0:
+        if state.counters[_SEARCHES] > 0:  # (a run sharing the kept memory re-keeps the same arrays)
             self._pairs = (state.s_rows, state.y_rows, state.pair_scalars, state.order, state.held)
 
     def iterate(self, fun: ValueAndGradient, x: np.ndarray) -> Iterator[InnerRun]:
